@@ -1,0 +1,238 @@
+"""Input pipeline: the YouTube-Faces keypoint layout, transforms, batches.
+
+A data folder holds `<split>/` (images) and `<split>_frames_keypoints.csv`
+(a header row, then `name, x0, y0, ..., x67, y67` in image pixels). Every
+image is decoded once, to grayscale uint8, when the dataset is loaded.
+
+All geometry goes through one 2x3 affine matrix per example that maps
+original-image pixels to network-input pixels; the same matrix warps the
+image and the keypoints, and its inverse maps predictions back.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS
+
+
+class DataError(ValueError):
+    """Bad data on disk; the message names the file or CSV row."""
+
+
+@dataclass
+class Dataset:
+    """Decoded images (grayscale uint8, each its own size) and their keypoints."""
+
+    names: list[str]
+    images: list[np.ndarray]
+    keypoints: np.ndarray  # (N, 68, 2) float32, original-image pixels
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, indices: np.ndarray) -> Dataset:
+        return Dataset(
+            [self.names[i] for i in indices],
+            [self.images[i] for i in indices],
+            self.keypoints[indices],
+        )
+
+
+def read_keypoints_csv(csv_path: Path) -> tuple[list[str], np.ndarray]:
+    """Reads names and (N, 68, 2) keypoints, naming the row of any bad value."""
+    try:
+        table = pd.read_csv(csv_path, header=None, skiprows=1, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(f"keypoints file not found: {csv_path}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(f"{csv_path}: cannot parse as CSV ({error})") from None
+    expected = 1 + 2 * NUM_KEYPOINTS
+    if table.shape[1] != expected:
+        raise DataError(f"{csv_path}: expected {expected} columns (name + 136 coordinates), found {table.shape[1]}")
+    names = table.iloc[:, 0].tolist()
+    values = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    for row in np.flatnonzero(~np.isfinite(values).all(axis=1)):
+        column = int(np.flatnonzero(~np.isfinite(values[row]))[0])
+        raw = table.iat[row, column + 1]
+        # Row numbers count the header as row 1, as a spreadsheet would.
+        raise DataError(
+            f"{csv_path}: row {row + 2} ({names[row]}): coordinate {column} is {raw!r}, not a finite number"
+        )
+    for row, name in enumerate(names):
+        if not name:
+            raise DataError(f"{csv_path}: row {row + 2} has an empty image name")
+    return names, values.reshape(-1, NUM_KEYPOINTS, 2).astype(np.float32)
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """Decodes any image OpenCV reads (PNG named .jpg too) to grayscale uint8."""
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None or image.size == 0:
+        raise DataError(f"cannot decode image: {path}")
+    return image
+
+
+def load_dataset(data_dir: Path | str, split: str = "training", limit: int | None = None) -> Dataset:
+    """Loads `<data_dir>/<split>/` and `<data_dir>/<split>_frames_keypoints.csv`."""
+    data_dir = Path(data_dir)
+    names, keypoints = read_keypoints_csv(data_dir / f"{split}_frames_keypoints.csv")
+    if limit is not None:
+        names, keypoints = names[:limit], keypoints[:limit]
+    images = [read_gray(data_dir / split / name) for name in names]
+    return Dataset(names, images, keypoints)
+
+
+def person_of(name: str) -> str:
+    """`Luis_Fonsi_21.jpg` -> `Luis_Fonsi`: the name before the last underscore."""
+    return Path(name).stem.rsplit("_", 1)[0]
+
+
+def split_by_person(names: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (train, val) such that no person appears in both."""
+    people = sorted({person_of(name) for name in names})
+    rng = np.random.default_rng(seed)
+    num_val = max(1, round(val_fraction * len(people))) if val_fraction > 0 else 0
+    val_people = set(rng.permutation(people)[:num_val].tolist())
+    is_val = np.array([person_of(name) in val_people for name in names])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+# --- geometry -----------------------------------------------------------------
+
+
+def box_to_input(box: tuple[float, float, float, float]) -> np.ndarray:
+    """Affine matrix that stretches box (x, y, w, h) onto the 224x224 input."""
+    x, y, w, h = box
+    sx, sy = INPUT_SIZE / w, INPUT_SIZE / h
+    return np.array([[sx, 0.0, -x * sx], [0.0, sy, -y * sy]], np.float64)
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Maps (..., 2) points through a 2x3 affine matrix."""
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(matrix)
+
+
+def warp_to_input(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Warps a grayscale image to the 224x224 input through `matrix`.
+
+    Pixel centres follow cv2.resize's convention, so keypoints map through the
+    matrix in continuous coordinates (pixel i spans [i, i+1)). A large
+    shrink is done with INTER_AREA first so the input is not aliased.
+    """
+    scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
+    if scale < 0.5:
+        factor = 0.5 / scale  # shrink to at most twice the final size
+        small = cv2.resize(image, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
+        actual = np.array([small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]])
+        matrix = matrix.copy()
+        matrix[:, :2] = matrix[:, :2] / actual[None, :]
+        image = small
+    # warpAffine samples at integer pixel centres; shift to continuous coordinates.
+    shift_in = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    shift_out = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+    full = shift_out @ np.vstack([matrix, [0, 0, 1]]) @ shift_in
+    return cv2.warpAffine(
+        image, full[:2], (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def normalize_keypoints(points_input: np.ndarray) -> np.ndarray:
+    """Input pixels (0..224) -> [-1, 1] about the centre."""
+    half = INPUT_SIZE / 2
+    return (points_input - half) / half
+
+
+def denormalize_keypoints(points_norm: np.ndarray) -> np.ndarray:
+    half = INPUT_SIZE / 2
+    return points_norm * half + half
+
+
+def full_image_matrix(image: np.ndarray) -> np.ndarray:
+    """The deterministic evaluation transform: the whole image stretched to 224x224."""
+    height, width = image.shape[:2]
+    return box_to_input((0.0, 0.0, float(width), float(height)))
+
+
+def random_crop_matrix(image: np.ndarray, rng: np.random.Generator, min_fraction: float) -> np.ndarray:
+    """Random crop (each side keeps min_fraction..1 of the image) before the rescale."""
+    height, width = image.shape[:2]
+    crop_w = width * rng.uniform(min_fraction, 1.0)
+    crop_h = height * rng.uniform(min_fraction, 1.0)
+    x = rng.uniform(0.0, width - crop_w)
+    y = rng.uniform(0.0, height - crop_h)
+    return box_to_input((x, y, crop_w, crop_h))
+
+
+# --- batches ------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    images: np.ndarray  # (B, 224, 224, 1) uint8
+    keypoints: np.ndarray  # (B, 68, 2) float32 in [-1, 1]
+    matrices: np.ndarray  # (B, 2, 3) original -> input pixels
+
+
+def make_batch(dataset: Dataset, indices: np.ndarray, matrices: list[np.ndarray]) -> Batch:
+    images = np.stack([warp_to_input(dataset.images[i], m) for i, m in zip(indices, matrices)])
+    keypoints = np.stack(
+        [normalize_keypoints(apply_affine(m, dataset.keypoints[i])) for i, m in zip(indices, matrices)]
+    )
+    return Batch(images[..., None], keypoints.astype(np.float32), np.stack(matrices))
+
+
+def train_batches(
+    dataset: Dataset, batch_size: int, rng: np.random.Generator, crop_min_fraction: float
+) -> Iterator[Batch]:
+    """One epoch of shuffled, randomly cropped batches; the last partial batch is dropped."""
+    order = rng.permutation(len(dataset))
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        indices = order[start : start + batch_size]
+        matrices = [random_crop_matrix(dataset.images[i], rng, crop_min_fraction) for i in indices]
+        yield make_batch(dataset, indices, matrices)
+
+
+def eval_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[Batch, int]]:
+    """Deterministic batches in order; the last is padded by repeating, with its real size."""
+    for start in range(0, len(dataset), batch_size):
+        indices = np.arange(start, min(start + batch_size, len(dataset)))
+        valid = len(indices)
+        indices = np.pad(indices, (0, batch_size - valid), mode="edge")
+        matrices = [full_image_matrix(dataset.images[i]) for i in indices]
+        yield make_batch(dataset, indices, matrices), valid
+
+
+def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
+    """Runs a batch iterator in a background thread (OpenCV releases the GIL)."""
+    items: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+
+    def worker() -> None:
+        try:
+            for item in iterator:
+                items.put(item)
+        except BaseException as error:  # re-raised in the consumer
+            items.put(error)
+        items.put(done)
+
+    threading.Thread(target=worker, daemon=True).start()
+    while (item := items.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item

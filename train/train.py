@@ -1,0 +1,243 @@
+"""The training loop: jitted MSE step under Adam, data parallel over a device mesh.
+
+Layout follows Flax's examples: small pure step functions, a loop that owns
+the I/O, and one workdir per run holding everything the run wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+from safetensors import safe_open
+from safetensors.numpy import load_file, save
+from tqdm import tqdm
+
+from jaxkp import checkpoint, data, metrics
+from jaxkp.model import create_model
+from train.config import Config
+from train.plot import write_loss_curve
+
+TRAIN_STATE_FILE = "train_state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on; the message says why and what was kept."""
+
+
+def to_input(images: jax.Array) -> jax.Array:
+    """uint8 pixels -> float32 in [-1, 1]."""
+    return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def train_step(
+    model_graph: nnx.GraphDef,
+    optimizer_graph: nnx.GraphDef,
+    model_state: nnx.State,
+    optimizer_state: nnx.State,
+    images: jax.Array,
+    keypoints: jax.Array,
+) -> tuple[nnx.State, nnx.State, jax.Array]:
+    """One Adam step on the MSE between predicted and true normalised keypoints."""
+    model = nnx.merge(model_graph, model_state)
+    optimizer = nnx.merge(optimizer_graph, optimizer_state)
+
+    def loss_fn(model: nnx.Module) -> jax.Array:
+        return jnp.mean((model(to_input(images)) - keypoints) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return nnx.state(model), nnx.state(optimizer), loss
+
+
+def predict_step(model_graph: nnx.GraphDef, model_state: nnx.State, images: jax.Array) -> jax.Array:
+    """Normalised keypoints (B, 68, 2) from an eval-mode graph."""
+    return nnx.merge(model_graph, model_state)(to_input(images))
+
+
+class Trainer:
+    """Holds the model and optimizer as (graph, state) pairs and the jitted steps."""
+
+    def __init__(self, config: Config, mesh: jax.sharding.Mesh):
+        self.config = config
+        self.mesh = mesh
+        self.data_sharding = NamedSharding(mesh, PartitionSpec("data"))
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+        model = create_model(config.network, seed=config.seed)
+        optimizer = nnx.Optimizer(model, optax.adam(config.learning_rate), wrt=nnx.Param)
+        model.eval()
+        self.eval_graph = nnx.graphdef(model)
+        model.train()
+        self.model_graph, model_state = nnx.split(model)
+        self.optimizer_graph, optimizer_state = nnx.split(optimizer)
+        self.model_state = jax.device_put(model_state, self.replicated)
+        self.optimizer_state = jax.device_put(optimizer_state, self.replicated)
+        self._train_step = jax.jit(train_step, static_argnums=(0, 1), donate_argnums=(2, 3))
+        self._predict_step = jax.jit(predict_step, static_argnums=0)
+
+    def global_batch(self, array: np.ndarray) -> jax.Array:
+        return jax.make_array_from_process_local_data(self.data_sharding, array)
+
+    def step(self, images: np.ndarray, keypoints: np.ndarray) -> jax.Array:
+        self.model_state, self.optimizer_state, loss = self._train_step(
+            self.model_graph,
+            self.optimizer_graph,
+            self.model_state,
+            self.optimizer_state,
+            self.global_batch(images),
+            self.global_batch(keypoints),
+        )
+        return loss
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        predictions = self._predict_step(self.eval_graph, self.model_state, self.global_batch(images))
+        return np.asarray(multihost_utils.process_allgather(predictions, tiled=True))
+
+    def model(self) -> nnx.Module:
+        model = nnx.merge(self.eval_graph, jax.device_get(self.model_state))
+        return model
+
+    # Resumable state: model and optimizer (RNG counters included) in one file.
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return checkpoint.tree_to_arrays(jax.device_get((self.model_state, self.optimizer_state)))
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        model_state, optimizer_state = checkpoint.arrays_to_tree((self.model_state, self.optimizer_state), arrays)
+        self.model_state = jax.device_put(model_state, self.replicated)
+        self.optimizer_state = jax.device_put(optimizer_state, self.replicated)
+
+
+def make_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh over every device of every process, for data parallelism."""
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int) -> tuple[dict[str, float], np.ndarray]:
+    """Validation metrics (MSE in normalised units, NME etc. in pixels) and pixel predictions."""
+    predicted, squared_errors = [], []
+    for batch, valid in data.eval_batches(dataset, batch_size):
+        normalised = trainer.predict(batch.images)[:valid]
+        squared_errors.append(np.mean((normalised - batch.keypoints[:valid]) ** 2, axis=(1, 2)))
+        for points, matrix in zip(normalised, batch.matrices[:valid]):
+            predicted.append(data.apply_affine(data.invert_affine(matrix), data.denormalize_keypoints(points)))
+    predicted = np.stack(predicted)
+    summary = {"val_loss": float(np.concatenate(squared_errors).mean()), **metrics.summarize(predicted, dataset.keypoints)}
+    return summary, predicted
+
+
+def read_metrics(workdir: Path, up_to_epoch: int) -> list[dict[str, Any]]:
+    path = workdir / METRICS_FILE
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for record in records if record["epoch"] <= up_to_epoch]
+
+
+def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str) -> list[dict[str, Any]]:
+    """Trains `config` on the data in `data_dir`, resuming from `workdir` if a run is there.
+
+    After each epoch the workdir gets model.safetensors + config.json (the
+    export), train_state.safetensors (to resume), metrics.jsonl and
+    loss_curve.png. Returns the per-epoch metric records.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    num_devices = jax.device_count()
+    if config.batch_size % num_devices:
+        raise TrainingError(f"batch size {config.batch_size} is not a multiple of the {num_devices} devices")
+    eval_batch_size = -(-config.eval_batch_size // num_devices) * num_devices
+
+    dataset = data.load_dataset(data_dir, "training", limit=config.max_images)
+    train_idx, val_idx = data.split_by_person(dataset.names, config.val_fraction, config.seed)
+    train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
+    if len(train_set) < config.batch_size:
+        raise TrainingError(f"{len(train_set)} training images is fewer than one batch of {config.batch_size}")
+    log(f"{len(train_set)} training / {len(val_set)} validation images "
+        f"({len({data.person_of(n) for n in val_set.names})} validation people), {num_devices} device(s)")
+
+    trainer = Trainer(config, make_mesh())
+    start_epoch = 0
+    state_path = workdir / TRAIN_STATE_FILE
+    if state_path.exists():
+        with safe_open(state_path, "np") as saved:
+            saved_meta = saved.metadata()
+        saved_config = json.loads(saved_meta["train_config"])
+        if without_epochs(saved_config) != without_epochs(config.to_dict()):
+            raise TrainingError(f"{workdir} holds a run with another config; pick a new --workdir")
+        trainer.restore(load_file(state_path))
+        start_epoch = int(saved_meta["epochs_done"])
+        log(f"resuming from {state_path} after epoch {start_epoch}")
+    records = read_metrics(workdir, start_epoch)
+
+    process_index, process_count = jax.process_index(), jax.process_count()
+    local_batch = config.batch_size // process_count
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        # A fresh generator per epoch makes the data order independent of resumes.
+        rng = np.random.default_rng([config.seed, epoch])
+        batches = data.prefetch(data.train_batches(train_set, config.batch_size, rng, config.crop_min_fraction))
+        steps = len(train_set) // config.batch_size
+        losses = []
+        start = time.perf_counter()
+        with tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", file=sys.stderr,
+                  disable=process_index != 0, dynamic_ncols=True) as progress:
+            for batch in batches:
+                local = slice(process_index * local_batch, (process_index + 1) * local_batch)
+                losses.append(trainer.step(batch.images[local], batch.keypoints[local]))
+                if len(losses) % 10 == 0 or len(losses) == steps:
+                    recent = float(np.mean(jax.device_get(losses[-10:])))
+                    if not np.isfinite(recent):
+                        raise TrainingError(
+                            f"loss became {recent} in epoch {epoch}; stopped. The last good checkpoint "
+                            f"(epoch {start_epoch if not records else records[-1]['epoch']}) is kept in {workdir}"
+                        )
+                    rate = len(losses) * config.batch_size / (time.perf_counter() - start)
+                    progress.set_postfix(loss=f"{recent:.4f}", img_s=f"{rate:.1f}")
+                progress.update(1)
+        train_loss = float(np.mean(jax.device_get(losses)))
+        train_seconds = time.perf_counter() - start
+        if not np.isfinite(train_loss):
+            raise TrainingError(f"loss became {train_loss} in epoch {epoch}; stopped, last good checkpoint kept in {workdir}")
+        record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": round(train_seconds, 2),
+                  "images_per_second": round(steps * config.batch_size / train_seconds, 1)}
+        if len(val_set):
+            val_summary, _ = evaluate(trainer, val_set, eval_batch_size)
+            record.update(val_summary)
+        records.append(record)
+        log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if process_index == 0:
+            save_epoch(trainer, config, workdir, epoch, records)
+    return records
+
+
+def save_epoch(trainer: Trainer, config: Config, workdir: Path, epoch: int, records: list[dict[str, Any]]) -> None:
+    """Writes the epoch's files. Resuming reads only train_state.safetensors, whose
+    metadata carries the epoch count, so a kill between two writes is harmless."""
+    meta = {"epochs_done": str(epoch), "train_config": json.dumps(config.to_dict())}
+    checkpoint.write_atomic(workdir / TRAIN_STATE_FILE, save(trainer.state_arrays(), metadata=meta))
+    model_config = checkpoint.model_config(
+        config.network, epochs_done=epoch, train_config=config.to_dict(), validation=records[-1]
+    )
+    checkpoint.save_weights(trainer.model(), model_config, workdir)
+    checkpoint.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
+    write_loss_curve(records, workdir / "loss_curve.png")
+
+
+def without_epochs(config: dict[str, Any]) -> dict[str, Any]:
+    """A run may be resumed with more epochs; anything else must match."""
+    return {key: value for key, value in config.items() if key != "epochs"}
+
+
+def log(message: str) -> None:
+    if jax.process_index() == 0:
+        tqdm.write(message, file=sys.stderr)
