@@ -11,6 +11,7 @@ image and the keypoints, and its inverse maps predictions back.
 
 from __future__ import annotations
 
+import csv
 import math
 import queue
 import threading
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS
 
@@ -49,28 +49,39 @@ class Dataset:
 
 
 def read_keypoints_csv(csv_path: Path) -> tuple[list[str], np.ndarray]:
-    """Reads names and (N, 68, 2) keypoints, naming the row of any bad value."""
+    """Reads names and (N, 68, 2) keypoints, naming the row of any bad value.
+
+    Row numbers count the header as row 1, as a spreadsheet shows them.
+    """
+    expected = 1 + 2 * NUM_KEYPOINTS
     try:
-        table = pd.read_csv(csv_path, header=None, skiprows=1, dtype=str, keep_default_na=False)
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
     except FileNotFoundError:
         raise DataError(f"keypoints file not found: {csv_path}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+    except (UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{csv_path}: cannot parse as CSV ({error})") from None
-    expected = 1 + 2 * NUM_KEYPOINTS
-    if table.shape[1] != expected:
-        raise DataError(f"{csv_path}: expected {expected} columns (name + 136 coordinates), found {table.shape[1]}")
-    names = table.iloc[:, 0].tolist()
-    values = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    for row in np.flatnonzero(~np.isfinite(values).all(axis=1)):
-        column = int(np.flatnonzero(~np.isfinite(values[row]))[0])
-        raw = table.iat[row, column + 1]
-        # Row numbers count the header as row 1, as a spreadsheet would.
-        raise DataError(
-            f"{csv_path}: row {row + 2} ({names[row]}): coordinate {column} is {raw!r}, not a finite number"
-        )
-    for row, name in enumerate(names):
-        if not name:
-            raise DataError(f"{csv_path}: row {row + 2} has an empty image name")
+    names, values = [], np.empty((max(len(rows) - 1, 0), 2 * NUM_KEYPOINTS))
+    for index, row in enumerate(rows[1:]):
+        line = index + 2
+        if not row:
+            raise DataError(f"{csv_path}: row {line} is empty")
+        if len(row) != expected:
+            raise DataError(f"{csv_path}: row {line} has {len(row)} columns, expected {expected} (name + 136 coordinates)")
+        if not row[0].strip():
+            raise DataError(f"{csv_path}: row {line} has an empty image name")
+        for column, text in enumerate(row[1:]):
+            try:
+                values[index, column] = float(text)
+            except ValueError:
+                values[index, column] = np.nan
+            if not np.isfinite(values[index, column]):
+                raise DataError(
+                    f"{csv_path}: row {line} ({row[0]}): coordinate {column} is {text!r}, not a finite number"
+                )
+        names.append(row[0].strip())
+    if not names:
+        raise DataError(f"{csv_path} holds no rows after the header")
     return names, values.reshape(-1, NUM_KEYPOINTS, 2).astype(np.float32)
 
 
@@ -161,6 +172,11 @@ def normalize_keypoints(points_input: np.ndarray) -> np.ndarray:
 def denormalize_keypoints(points_norm: np.ndarray) -> np.ndarray:
     half = INPUT_SIZE / 2
     return points_norm * half + half
+
+
+def keypoints_to_image(points_norm: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Network output in [-1, 1] -> original-image pixels, through the inverse of `matrix`."""
+    return apply_affine(invert_affine(matrix), denormalize_keypoints(points_norm))
 
 
 def full_image_matrix(image: np.ndarray) -> np.ndarray:

@@ -130,7 +130,7 @@ def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int) -> tuple[
         normalised = trainer.predict(batch.images)[:valid]
         squared_errors.append(np.mean((normalised - batch.keypoints[:valid]) ** 2, axis=(1, 2)))
         for points, matrix in zip(normalised, batch.matrices[:valid]):
-            predicted.append(data.apply_affine(data.invert_affine(matrix), data.denormalize_keypoints(points)))
+            predicted.append(data.keypoints_to_image(points, matrix))
     predicted = np.stack(predicted)
     summary = {"val_loss": float(np.concatenate(squared_errors).mean()), **metrics.summarize(predicted, dataset.keypoints)}
     return summary, predicted

@@ -1,0 +1,84 @@
+"""Drawing keypoints and boxes so they stay visible at any image size."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# RGB colours.
+GROUND_TRUTH = (0, 200, 0)
+PREDICTION = (255, 0, 255)
+BOX = (0, 180, 255)
+# Point groups of the 68-point scheme, drawn as polylines (closed for eyes and lips).
+CONTOURS = [
+    (range(0, 17), False), (range(17, 22), False), (range(22, 27), False), (range(27, 31), False),
+    (range(31, 36), False), (range(36, 42), True), (range(42, 48), True), (range(48, 60), True), (range(60, 68), True),
+]
+
+
+def marker_size(shape: tuple[int, ...], face_size: float | None = None) -> int:
+    """Dot radius: about 1/150 of the face (or 1/300 of the image), at least 1 pixel."""
+    reference = face_size / 150 if face_size else max(shape[:2]) / 300
+    return max(1, int(round(reference)))
+
+
+def draw_keypoints(
+    rgb: np.ndarray, points: np.ndarray, colour: tuple[int, int, int] = PREDICTION,
+    radius: int | None = None, lines: bool = True,
+) -> np.ndarray:
+    """Draws (68, 2) points onto a copy of an RGB image."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    if radius is None:
+        span = np.ptp(points, axis=0).max() if len(points) else 0
+        radius = marker_size(canvas.shape, span or None)
+    thickness = max(1, radius // 2)
+    if lines:
+        for indices, closed in CONTOURS:
+            polyline = np.round(points[list(indices)]).astype(np.int32)
+            cv2.polylines(canvas, [polyline], closed, colour, thickness, cv2.LINE_AA)
+    for x, y in np.round(points).astype(int):
+        cv2.circle(canvas, (int(x), int(y)), radius, colour, -1, cv2.LINE_AA)
+    return canvas
+
+
+def draw_box(rgb: np.ndarray, box: list[float], colour: tuple[int, int, int] = BOX) -> np.ndarray:
+    canvas = np.ascontiguousarray(rgb).copy()
+    x, y, w, h = (int(round(v)) for v in box)
+    thickness = max(2, int(round(max(canvas.shape[:2]) / 400)))
+    cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness, cv2.LINE_AA)
+    return canvas
+
+
+def image_grid(images: list[np.ndarray], columns: int, cell: int = 224) -> np.ndarray:
+    """Tiles RGB images, each resized to cell x cell, into one image."""
+    rows = -(-len(images) // columns)
+    grid = np.full((rows * cell, columns * cell, 3), 255, np.uint8)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        grid[row * cell : (row + 1) * cell, column * cell : (column + 1) * cell] = cv2.resize(
+            image, (cell, cell), interpolation=cv2.INTER_AREA
+        )
+    return grid
+
+
+def annotate(rgb: np.ndarray, result: dict) -> np.ndarray:
+    """The photo with every face's box and keypoints drawn on it."""
+    canvas = rgb
+    for face in result["faces"]:
+        canvas = draw_box(canvas, face["box"])
+        canvas = draw_keypoints(canvas, np.asarray(face["keypoints"]), radius=marker_size(canvas.shape, face["box"][2]))
+    return canvas
+
+
+def face_crops(rgb: np.ndarray, result: dict, size: int = 224) -> list[np.ndarray]:
+    """Each face's region as the network saw it, size x size, with its keypoints."""
+    from jaxkp.inference import crop_box
+
+    crops = []
+    for face in result["faces"]:
+        x, y, w, h = crop_box(np.asarray(face["box"]))
+        matrix = np.array([[size / w, 0, -x * size / w], [0, size / h, -y * size / h]])
+        crop = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
+        points = np.asarray(face["keypoints"]) @ matrix[:, :2].T + matrix[:, 2]
+        crops.append(draw_keypoints(crop, points, radius=2))
+    return crops

@@ -1,0 +1,74 @@
+"""The Gradio app, launched in-process and called through gradio_client."""
+
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from photos import ASTRONAUT, BAD_FILES, CAMERA, five_faces
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_module():
+    import app
+
+    yield app
+    app.demo.close()
+
+
+@pytest.fixture(scope="module")
+def server(app_module):
+    port = free_port()
+    app_module.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+def test_api_matches_python_api(client, app_module, tmp_path):
+    for photo in (ASTRONAUT, five_faces(tmp_path / "five.png"), CAMERA):
+        annotated, crops, result, status = client.predict(handle_file(str(photo)), api_name="/predict")
+        expected = app_module.PIPELINE(photo)
+        assert result["image"] == expected["image"]
+        assert len(result["faces"]) == len(expected["faces"]) == len(crops)
+        for got, want in zip(result["faces"], expected["faces"]):
+            assert got["box"] == want["box"]
+            np.testing.assert_allclose(got["keypoints"], want["keypoints"], atol=0.011)
+        assert annotated.endswith(".png")
+        if expected["faces"]:
+            assert f"Found {len(expected['faces'])} face" in status
+        else:
+            assert "No face found" in status
+
+
+def test_bad_inputs_get_messages_and_the_app_keeps_serving(client, tmp_path):
+    for name, (make, message) in BAD_FILES.items():
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(str(make(tmp_path / name))), api_name="/predict")
+    with pytest.raises(AppError, match="No photo"):
+        client.predict(None, api_name="/predict")
+    _, _, result, _ = client.predict(handle_file(str(ASTRONAUT)), api_name="/predict")
+    assert len(result["faces"]) == 1
+
+
+def test_twenty_concurrent_calls_all_succeed(server, tmp_path):
+    photo = str(five_faces(tmp_path / "five.png"))
+
+    def call(_: int) -> int:
+        return len(Client(server, verbose=False).predict(handle_file(photo), api_name="/predict")[2]["faces"])
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        counts = list(pool.map(call, range(20)))
+    assert counts == [5] * 20

@@ -1,0 +1,129 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxkp import load_pipeline
+from jaxkp.inference import BATCH_SIZES, ImageError, crop_box, load_photo
+from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return load_pipeline()
+
+
+def test_result_format_and_keypoints_on_the_face(pipeline):
+    result = pipeline(ASTRONAUT)
+    assert result["image"] == {"width": 512, "height": 512}
+    assert len(result["faces"]) == 1
+    face = result["faces"][0]
+    assert set(face) >= {"box", "keypoints"} and len(face["box"]) == 4
+    points = np.asarray(face["keypoints"])
+    assert points.shape == (68, 2)
+    x, y, w, h = face["box"]
+    # The dots land on the face: eyes in the box's upper half, mouth below the eyes,
+    # nose between; the right-eye points (36-41, image left) left of the left-eye points.
+    eyes = points[36:48]
+    assert np.all((eyes[:, 0] > x) & (eyes[:, 0] < x + w) & (eyes[:, 1] > y) & (eyes[:, 1] < y + 0.65 * h))
+    assert points[48:68, 1].mean() > points[27:36, 1].mean() > eyes[:, 1].mean()
+    assert points[36:42, 0].mean() < points[42:48, 0].mean()
+    assert np.all((points > [x - 0.3 * w, y - 0.3 * h]) & (points < [x + 1.3 * w, y + 1.5 * h]))
+
+
+def test_faces_are_ordered_largest_first(pipeline, tmp_path):
+    result = pipeline(five_faces(tmp_path / "five.png"))
+    areas = [face["box"][2] * face["box"][3] for face in result["faces"]]
+    assert len(areas) == 5 and areas == sorted(areas, reverse=True)
+
+
+def test_no_face_gives_empty_list(pipeline):
+    result = pipeline(CAMERA)
+    assert result == {"image": {"width": 512, "height": 512}, "faces": []}
+
+
+def test_exif_orientation_is_honoured(pipeline, tmp_path):
+    upright = pipeline(ASTRONAUT)
+    rotated = pipeline(exif_rotated_astronaut(tmp_path / "sideways.jpg"))
+    assert rotated["image"] == upright["image"]
+    assert len(rotated["faces"]) == 1
+    np.testing.assert_allclose(rotated["faces"][0]["box"], upright["faces"][0]["box"], atol=12)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
+def test_image_modes_are_accepted(pipeline, tmp_path, mode):
+    if mode == "I;16":
+        path = sixteen_bit_astronaut(tmp_path / "sixteen.png")
+        assert Image.open(path).mode.startswith("I")
+    else:
+        path = tmp_path / f"astronaut_{mode}.png"
+        Image.fromarray(load_photo(ASTRONAUT)).convert(mode).save(path)
+    result = pipeline(path)
+    assert len(result["faces"]) == 1
+
+
+def test_large_photo_is_downscaled_for_detection_and_mapped_back(pipeline):
+    small = load_photo(ASTRONAUT)
+    large = cv2.resize(small, None, fx=5, fy=5, interpolation=cv2.INTER_CUBIC)  # 2560x2560
+    small_face, large_face = pipeline(small)["faces"][0], pipeline(large)["faces"][0]
+    np.testing.assert_allclose(np.asarray(large_face["box"]) / 5, small_face["box"], atol=8)
+    interocular = np.linalg.norm(np.subtract(small_face["keypoints"][36], small_face["keypoints"][45]))
+    difference = np.linalg.norm(np.asarray(large_face["keypoints"]) / 5 - small_face["keypoints"], axis=1)
+    assert difference.mean() < 0.08 * interocular
+
+
+def test_face_count_is_capped(pipeline, tmp_path):
+    result = pipeline(five_faces(tmp_path / "five.png"), max_faces=3)
+    assert len(result["faces"]) == 3
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_files_are_refused_with_a_reason(pipeline, tmp_path, name):
+    make, message = BAD_FILES[name]
+    with pytest.raises(ImageError, match=message):
+        pipeline(make(tmp_path / name))
+
+
+def test_face_counts_share_fixed_batch_shapes(pipeline):
+    gray = cv2.cvtColor(load_photo(ASTRONAUT), cv2.COLOR_RGB2GRAY)
+    region = crop_box(np.array([177.0, 66.0, 95.0, 95.0]))
+    for count in (1, 3, 5, 7):
+        pipeline.model.keypoints_in_regions(gray, [region] * count)
+    compiled = pipeline.model._forward._cache_size()
+    assert compiled <= len(BATCH_SIZES)
+    for count in (2, 6, 8):
+        pipeline.model.keypoints_in_regions(gray, [region] * count)
+    assert pipeline.model._forward._cache_size() == compiled  # sizes already seen: no new compile
+
+
+def test_predict_cli_writes_json_and_annotated_images(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    five_faces(folder / "five.png")
+    (folder / "astronaut.png").write_bytes(ASTRONAUT.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxkp", "predict", str(folder), "--json", str(tmp_path / "out.json"),
+         "--out", str(tmp_path / "annotated")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
+    records = json.loads((tmp_path / "out.json").read_text())
+    assert sorted(Path(r["path"]).name for r in records) == ["astronaut.png", "five.png"]
+    assert {Path(r["path"]).name: len(r["faces"]) for r in records} == {"astronaut.png": 1, "five.png": 5}
+    assert sorted(p.name for p in (tmp_path / "annotated").iterdir()) == ["astronaut.annotated.png", "five.annotated.png"]
+
+
+def test_predict_cli_fails_cleanly_on_bad_input(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "jaxkp", "predict", str(tmp_path / "missing.jpg")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "file not found" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxkp.model import ReferenceNet, _pool_3x3, count_params, create_model, max_pool_3x3
+
+
+def test_reference_net_shapes_and_parameter_count():
+    model = create_model("reference")
+    assert count_params(model) == 3_375_880
+    model.eval()
+    x = jnp.zeros((2, 224, 224, 1))
+    x = model.conv1(x)
+    assert x.shape == (2, 220, 220, 32)
+    x = max_pool_3x3(x)
+    assert x.shape == (2, 73, 73, 32)
+    x = model.conv2(x)
+    assert x.shape == (2, 71, 71, 64)
+    x = max_pool_3x3(x)
+    assert x.shape == (2, 23, 23, 64)
+    x = model.conv3(x)
+    assert x.shape == (2, 21, 21, 128)
+    x = max_pool_3x3(x)
+    assert x.shape == (2, 7, 7, 128)
+    assert x.reshape(2, -1).shape == (2, 6272)
+    assert model.fc1(x.reshape(2, -1)).shape == (2, 512)
+    assert model(jnp.zeros((2, 224, 224, 1))).shape == (2, 68, 2)
+
+
+def test_conv_init_is_untruncated_kaiming_normal():
+    kernel = np.asarray(create_model("reference", seed=3).conv2.kernel.get_value())
+    fan_in = 3 * 3 * 32
+    assert abs(kernel.std() - np.sqrt(2.0 / fan_in)) < 0.01 * np.sqrt(2.0 / fan_in) * 10
+    # A truncated normal never reaches 2 standard deviations; an untruncated one often does.
+    assert np.abs(kernel).max() > 2.5 * np.sqrt(2.0 / fan_in)
+
+
+def test_dropout_and_batchnorm_differ_between_train_and_eval():
+    model = create_model("reference")
+    images = jax.random.uniform(jax.random.key(0), (4, 224, 224, 1), minval=-1, maxval=1)
+    model.eval()
+    first, second = model(images), model(images)
+    np.testing.assert_array_equal(first, second)
+    mean_before = np.asarray(model.bn_fc1.mean.get_value()).copy()
+    model.train()
+    train_a, train_b = model(images), model(images)
+    assert not np.allclose(train_a, train_b)  # fresh dropout masks
+    assert not np.allclose(mean_before, model.bn_fc1.mean.get_value())  # running stats moved
+    model.eval()
+    assert not np.allclose(first, model(images))
+
+
+def test_pool_gradient_matches_autodiff_of_plain_max():
+    x = jax.random.normal(jax.random.key(1), (2, 11, 10, 3))  # not multiples of 3: floor mode
+    weights = jax.random.normal(jax.random.key(2), (2, 3, 3, 3))
+    ours = jax.grad(lambda x: jnp.sum(max_pool_3x3(x) * weights))(x)
+    plain = jax.grad(lambda x: jnp.sum(_pool_3x3(x) * weights))(x)
+    np.testing.assert_allclose(ours, plain)
+    windowed = nnx.max_pool(x, (3, 3), strides=(3, 3))
+    np.testing.assert_allclose(max_pool_3x3(x), windowed)
+
+
+def test_networks_are_registered_by_name():
+    assert isinstance(create_model("reference"), ReferenceNet)
+    try:
+        create_model("nope")
+    except ValueError as error:
+        assert "reference" in str(error)
+    else:
+        raise AssertionError("unknown network accepted")

@@ -1,0 +1,158 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxkp import checkpoint, data
+from train.config import CONFIGS
+from train.train import TRAIN_STATE_FILE, Trainer, TrainingError, make_mesh, train_and_evaluate
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = CONFIGS["tiny"]
+
+
+def flat_params(trainer: Trainer) -> dict[str, np.ndarray]:
+    return checkpoint.model_arrays(trainer.model())
+
+
+def test_one_training_step_on_generated_data(synthetic_data_dir):
+    dataset = data.load_dataset(synthetic_data_dir)
+    batch = next(data.train_batches(dataset, 8, np.random.default_rng(0), 0.9))
+    trainer = Trainer(TINY, make_mesh())
+    before = flat_params(trainer)
+    loss = float(trainer.step(batch.images, batch.keypoints))
+    after = flat_params(trainer)
+    assert np.isfinite(loss) and loss > 0
+    changed = [name for name in before if not np.array_equal(before[name], after[name])]
+    assert "conv1.kernel" in changed and "fc2.bias" in changed
+    assert "bn2.mean" in changed  # BatchNorm statistics update in training mode
+    # Repeated steps on one batch must fit it: the step really descends.
+    for _ in range(15):
+        last = float(trainer.step(batch.images, batch.keypoints))
+    assert last < loss
+
+
+def test_resumed_run_equals_uninterrupted_run(synthetic_data_dir, tmp_path):
+    config = TINY.replace(epochs=2)
+    straight = train_and_evaluate(config, synthetic_data_dir, tmp_path / "straight")
+    train_and_evaluate(config.replace(epochs=1), synthetic_data_dir, tmp_path / "resumed")
+    resumed = train_and_evaluate(config, synthetic_data_dir, tmp_path / "resumed")
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    assert resumed[-1]["train_loss"] == straight[-1]["train_loss"]
+    for name in ("model.safetensors", "config.json", "metrics.jsonl", "loss_curve.png", TRAIN_STATE_FILE):
+        assert (tmp_path / "resumed" / name).is_file()
+    a, _ = checkpoint.load_weights(tmp_path / "straight")
+    b, _ = checkpoint.load_weights(tmp_path / "resumed")
+    for name, value in checkpoint.model_arrays(a).items():
+        np.testing.assert_array_equal(value, checkpoint.model_arrays(b)[name])
+    saved = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert saved["network"] == "reference" and saved["epochs_done"] == 2
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_kill_9_then_same_command_resumes(synthetic_data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "train", "--config", "tiny", "--epochs", "3",
+               "--data-dir", str(synthetic_data_dir), "--workdir", str(workdir)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while not (workdir / TRAIN_STATE_FILE).exists():
+        assert process.poll() is None, process.stdout.read().decode()
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoint.load_weights(workdir)  # whatever the kill interrupted, the saved files are whole
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from" in result.stderr
+    epochs = [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic_data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    train_and_evaluate(TINY.replace(epochs=1), synthetic_data_dir, workdir)
+    good = (workdir / "model.safetensors").read_bytes()
+    # Same run continued with an absurd learning rate, which is a config change: refused.
+    with pytest.raises(TrainingError, match="another config"):
+        train_and_evaluate(TINY.replace(epochs=2, learning_rate=1e30), synthetic_data_dir, workdir)
+    blowup = tmp_path / "blowup"
+    with pytest.raises(TrainingError, match="loss became"):
+        train_and_evaluate(TINY.replace(epochs=2, learning_rate=1e30), synthetic_data_dir, blowup)
+    assert not (blowup / "model.safetensors").exists()
+    assert (workdir / "model.safetensors").read_bytes() == good
+
+
+def test_train_cli_reports_bad_data_cleanly(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "train", "--config", "tiny", "--data-dir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "keypoints file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+SHARDING_SCRIPT = """
+import numpy as np, jax
+from jaxkp import checkpoint, data
+from train.config import CONFIGS
+from train.train import Trainer, make_mesh
+assert jax.device_count() == 8, jax.devices()
+dataset = data.load_dataset({data_dir!r})
+batch = next(data.train_batches(dataset, 16, np.random.default_rng(0), 0.9))
+config = CONFIGS["tiny"].replace(batch_size=16)
+single = Trainer(config, jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1]))
+sharded = Trainer(config, make_mesh())
+loss_single = float(single.step(batch.images, batch.keypoints))
+images = sharded.global_batch(batch.images)
+assert len(images.sharding.device_set) == 8 and images.addressable_shards[0].data.shape[0] == 2
+loss_sharded = float(sharded.step(batch.images, batch.keypoints))
+np.testing.assert_allclose(loss_sharded, loss_single, rtol=1e-5)
+a, b = checkpoint.model_arrays(single.model()), checkpoint.model_arrays(sharded.model())
+strict = {strict!r}
+for name in a:
+    if name.endswith((".mean", ".var")):  # BatchNorm statistics of the global batch
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    elif name in ("conv2.bias", "fc1.bias"):
+        continue  # feed a BatchNorm, so their true gradient is zero and Adam's step is noise
+    elif name.startswith(("conv3", "fc1", "fc2", "bn_fc1")) or strict:
+        # Adam's first step moves each weight by lr * sign(grad); only weights whose
+        # gradient is rounding noise may land on the other side.
+        differs = np.abs(a[name] - b[name]) > 1e-6
+        assert differs.mean() < 2e-3, (name, differs.mean())
+print("sharded == single", loss_single, loss_sharded)
+"""
+
+
+def run_sharding_script(data_dir: Path, strict: bool) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-c", SHARDING_SCRIPT.format(data_dir=str(data_dir), strict=strict)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_sharded_step_matches_single_device(synthetic_data_dir):
+    """Loss, BatchNorm statistics and the layers after conv2 agree on 8 devices and on 1."""
+    result = run_sharding_script(synthetic_data_dir, strict=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sharded == single" in result.stdout
+
+
+@pytest.mark.xfail(strict=True, reason="open: gradients reaching conv1/conv2/bn2 differ between the 8-device "
+                   "and 1-device step although the loss and forward agree; not yet explained")
+def test_sharded_step_matches_single_device_in_every_layer(synthetic_data_dir):
+    result = run_sharding_script(synthetic_data_dir, strict=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_short_run_on_real_data(real_data_dir, tmp_path):
+    config = TINY.replace(max_images=96, batch_size=16, epochs=1, val_fraction=0.2)
+    records = train_and_evaluate(config, real_data_dir, tmp_path)
+    assert records[-1]["images"] > 0 and np.isfinite(records[-1]["nme_mean"])
+    model, _ = checkpoint.load_weights(tmp_path)
+    assert (tmp_path / "model.safetensors").stat().st_size < 10_000_000

@@ -1,0 +1,85 @@
+"""`python -m train.evaluate`: score weights on any folder in the data layout.
+
+Prints NME (mean point error over the outer-eye-corner distance) mean and
+median, failure rates at NME > 0.08 and > 0.10, and the RMS point error in
+pixels; writes a grid of images with the truth in green and the predictions
+in magenta. Each image is shown to the network whole (the evaluation
+transform); `--split training --val-only` scores the person-disjoint
+validation split of a training run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from jaxkp import data, draw, metrics
+from jaxkp.checkpoint import WeightsError, read_config, write_atomic
+from jaxkp.inference import KeypointModel
+from jaxkp.weights import load_model, resolve_weights
+
+
+def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> np.ndarray:
+    """Pixel keypoints (N, 68, 2) for whole images under the evaluation transform."""
+    matrices = [data.full_image_matrix(image) for image in dataset.images]
+    patches = np.stack([data.warp_to_input(image, m) for image, m in zip(dataset.images, matrices)])
+    normalised = model(patches)
+    return np.stack([data.keypoints_to_image(points, m) for points, m in zip(normalised, matrices)])
+
+
+def evaluate_folder(
+    model: KeypointModel, dataset: data.Dataset, grid_path: Path | None = None, grid_size: int = 16
+) -> dict[str, Any]:
+    predicted = predict_dataset(model, dataset)
+    summary = metrics.summarize(predicted, dataset.keypoints)
+    if grid_path is not None:
+        cells = []
+        for index in np.linspace(0, len(dataset) - 1, min(grid_size, len(dataset))).astype(int):
+            rgb = cv2.cvtColor(dataset.images[index], cv2.COLOR_GRAY2RGB)
+            rgb = draw.draw_keypoints(rgb, dataset.keypoints[index], draw.GROUND_TRUTH, lines=False)
+            cells.append(draw.draw_keypoints(rgb, predicted[index], draw.PREDICTION, lines=False))
+        grid = draw.image_grid(cells, columns=4)
+        write_atomic(grid_path, cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))[1].tobytes())
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", help="folder or Hub repo id (default: JAXKP_WEIGHTS, else checkpoints/)")
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder with SPLIT/ and SPLIT_frames_keypoints.csv")
+    parser.add_argument("--split", default="test", help="'test' (default) or 'training'")
+    parser.add_argument("--val-only", action="store_true",
+                        help="score only the validation people of the run that made the weights")
+    parser.add_argument("--grid", type=Path, help="write a PNG grid of predictions here")
+    parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    args = parser.parse_args(argv)
+    try:
+        weights_dir = resolve_weights(args.weights)
+        model = load_model(weights_dir)
+        dataset = data.load_dataset(args.data_dir, args.split)
+        if args.val_only:
+            train_config = read_config(weights_dir).get("train_config")
+            if not train_config:
+                raise WeightsError(f"{weights_dir}/config.json records no training split to take validation from")
+            _, val_idx = data.split_by_person(dataset.names, train_config["val_fraction"], train_config["seed"])
+            dataset = dataset.subset(val_idx)
+        summary = evaluate_folder(model, dataset, args.grid)
+    except (data.DataError, WeightsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    summary = {"weights": str(weights_dir), "data": f"{args.data_dir}/{args.split}", **summary}
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        write_atomic(args.json, (json.dumps(summary, indent=2) + "\n").encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
