@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
 from typing import Any
 
+import cv2
 import gradio as gr
 import numpy as np
 
@@ -32,6 +37,30 @@ PIPELINE = load_pipeline()
 PIPELINE(np.zeros((64, 64, 3), np.uint8))  # compile the one-face path before the first visitor
 
 
+# Outputs go to Gradio as PNG files: Gradio copies files into its cache atomically,
+# whereas arrays are written straight into a content-named file, which concurrent
+# requests with the same output were seen to truncate under each other.
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "jaxkp-app"
+OUTPUT_MAX_AGE_S = 600
+
+
+def write_png(rgb: np.ndarray) -> str:
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    path = OUTPUT_DIR / f"{uuid.uuid4().hex}.png"
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return str(path)
+
+
+def prune_outputs() -> None:
+    cutoff = time.time() - OUTPUT_MAX_AGE_S
+    for path in OUTPUT_DIR.glob("*.png"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def uploaded_path(photo: str | dict | None) -> str | None:
     """The file behind the raw input payload (a path, or Gradio's FileData dict)."""
     if isinstance(photo, dict):
@@ -39,7 +68,7 @@ def uploaded_path(photo: str | dict | None) -> str | None:
     return photo
 
 
-def predict(photo: str | dict | None) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any], str]:
+def predict(photo: str | dict | None) -> tuple[str, list[str], dict[str, Any], str]:
     """Faces and keypoints for one photo: (annotated PNG, face crops, result JSON, status)."""
     photo = uploaded_path(photo)
     if not photo:
@@ -55,11 +84,13 @@ def predict(photo: str | dict | None) -> tuple[np.ndarray, list[np.ndarray], dic
     else:
         status = f"Found {count} face{'s' if count > 1 else ''}" + (
             f" (showing the {MAX_FACES} largest)" if count == MAX_FACES else "") + "."
-    return annotate(rgb, result), face_crops(rgb, result), result, status
+    prune_outputs()
+    crops = [write_png(crop) for crop in face_crops(rgb, result)]
+    return write_png(annotate(rgb, result)), crops, result, status
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="jaxkp: facial keypoints") as app:
+    with gr.Blocks(title="jaxkp: facial keypoints", delete_cache=(3600, 3600)) as app:
         gr.Markdown("# jaxkp\nUpload a photo or use the webcam: every face gets its 68 keypoints "
                     "(jaw, brows, nose, eyes, mouth).")
         with gr.Row():
@@ -68,7 +99,7 @@ def build_app() -> gr.Blocks:
                 button = gr.Button("Find keypoints", variant="primary", elem_id="run")
                 gr.Examples([[str(path)] for path in example_paths()], inputs=photo)
             with gr.Column():
-                annotated = gr.Image(label="Keypoints", type="numpy", format="png", elem_id="annotated")
+                annotated = gr.Image(label="Keypoints", type="filepath", format="png", elem_id="annotated")
                 status = gr.Markdown(elem_id="status")
                 crops = gr.Gallery(label="Faces", columns=4, height="auto", elem_id="crops")
         result = gr.JSON(label="Result (original-image pixels, largest face first)", elem_id="result")

@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from hub_server import free_port  # noqa: E402
 from synthetic import write_dataset  # noqa: E402
 
 # The real data sits beside the checkout (../shared/data/...) unless JAXKP_DATA_DIR says otherwise.
@@ -26,3 +27,18 @@ def real_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="module")
+def app_module():
+    import app
+
+    yield app
+    app.demo.close()
+
+
+@pytest.fixture(scope="module")
+def server(app_module):
+    port = free_port()
+    app_module.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return f"http://127.0.0.1:{port}/"

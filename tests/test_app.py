@@ -1,6 +1,5 @@
 """The Gradio app, launched in-process and called through gradio_client."""
 
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -9,27 +8,6 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from photos import ASTRONAUT, BAD_FILES, CAMERA, five_faces
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app_module():
-    import app
-
-    yield app
-    app.demo.close()
-
-
-@pytest.fixture(scope="module")
-def server(app_module):
-    port = free_port()
-    app_module.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    return f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="global batch size, split over all devices")
     parser.add_argument("--lr", type=float, dest="learning_rate")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--push-to-hub", metavar="USER/NAME", help="after training, publish the run to this Hub repo")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo as private")
     parser.add_argument("--distributed", action="store_true",
                         help="multi-host: call jax.distributed.initialize() (coordinator from the environment)")
     return parser.parse_args(argv)
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     if records:
         print(f"done: {workdir} (last epoch: " + ", ".join(
             f"{k}={v:.4f}" for k, v in records[-1].items() if k.startswith(("val_loss", "nme"))) + ")")
+    if args.push_to_hub and jax.process_index() == 0:
+        from train.push import push
+
+        return push(workdir, args.push_to_hub, args.private)
     return 0
 
 

@@ -1,0 +1,152 @@
+"""Publishing a training run to the Hugging Face Hub, with a generated model card.
+
+Pulling is in `jaxkp.weights` (`resolve_weights("user/name@revision")`).
+A push reads the workdir and never writes to it, so a failed push leaves the
+local checkpoint exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from jaxkp.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
+
+PUSHED_FILES = [WEIGHTS_FILE, CONFIG_FILE, "metrics.jsonl", "loss_curve.png"]
+REQUIRED_FILES = [WEIGHTS_FILE, CONFIG_FILE]
+
+
+class PushError(RuntimeError):
+    """A push that could not happen; the message says why and what to do."""
+
+
+DATA_CITATION = """@inproceedings{wolf2011face,
+  title     = {Face Recognition in Unconstrained Videos with Matched Background Similarity},
+  author    = {Wolf, Lior and Hassner, Tal and Maoz, Itay},
+  booktitle = {IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2011}
+}"""
+
+
+def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: str) -> str:
+    """README.md for the Hub: metadata, data and citation, recipe, figures, use and limits."""
+    train = config.get("train_config", {})
+    last = records[-1] if records else config.get("validation", {})
+    figures = "\n".join(
+        f"| {label} | {last[key]:.4f} |" for key, label in [
+            ("nme_mean", "NME, mean"), ("nme_median", "NME, median"),
+            ("failure_rate_0.08", "failure rate (NME > 0.08)"), ("failure_rate_0.10", "failure rate (NME > 0.10)"),
+            ("rmse_px", "RMS point error (pixels)"), ("val_loss", "MSE (normalised coordinates)"),
+        ] if key in last
+    ) or "| (no validation figures recorded) | |"
+    recipe = ", ".join(f"{key} {value}" for key, value in train.items()) or "not recorded"
+    return f"""---
+library_name: jaxkp
+pipeline_tag: keypoint-detection
+tags:
+- jax
+- flax
+- facial-landmarks
+- face-alignment
+- keypoint-detection
+- 68-points
+---
+
+# {repo_id}
+
+A `{config['network']}` network from jaxkp that predicts the 68 facial keypoints
+of the iBUG/300-W scheme (jaw, brows, nose, eyes, mouth) on a {config['input_size']}x{config['input_size']}
+grayscale face crop. `model.safetensors` holds the parameters and BatchNorm statistics; `config.json`
+names the network.
+
+```python
+import jaxkp
+pipeline = jaxkp.load_pipeline("{repo_id}")   # OpenCV Haar face detector + this network
+result = pipeline("photo.jpg")                # {{"image": {{...}}, "faces": [{{"box": ..., "keypoints": ...}}]}}
+```
+
+## Training data
+
+3462 frames of 347 people from the YouTube Faces Dataset, cropped to one face each and labelled with
+68 keypoints, as published for Udacity's facial-keypoints project. Validation holds out whole people
+(a share of {train.get('val_fraction', '?')} of them, seed {train.get('seed', '?')}), never frames of a
+person seen in training.
+
+```bibtex
+{DATA_CITATION}
+```
+
+## Recipe
+
+Trained with jaxkp's `python -m train` for {config.get('epochs_done', '?')} epochs: {recipe}.
+Optax Adam on the MSE of keypoints normalised to [-1, 1]; random crop before the rescale to 224x224.
+
+## Validation figures (person-disjoint split, after the last epoch)
+
+NME is the mean point-to-point error divided by the distance between the outer eye corners
+(points 36 and 45), computed on whole validation images.
+
+| metric | value |
+| --- | --- |
+{figures}
+
+## Intended use and limits
+
+For research, teaching and demos of facial-landmark detection on roughly frontal faces. It was trained
+on low-resolution YouTube frames of mostly frontal, adult faces of public figures; expect larger errors
+on profile views, strong occlusion, extreme lighting, children, and faces the Haar detector frames
+differently from the training crops. It is not meant for identifying people, for biometric decisions,
+or for any use where an error harms someone.
+"""
+
+
+def read_records(workdir: Path) -> list[dict[str, Any]]:
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def push_to_hub(workdir: Path | str, repo_id: str, private: bool = False, token: str | None = None,
+                revision: str | None = None) -> str:
+    """Creates `repo_id` if needed and uploads the run's weights, config, metrics, plot and card.
+
+    Returns the commit id. Raises PushError with a clear message for a missing
+    or rejected token, a bad repo id or an incomplete workdir.
+    """
+    import httpx2
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import get_token
+
+    workdir = Path(workdir)
+    missing = [name for name in REQUIRED_FILES if not (workdir / name).is_file()]
+    if missing:
+        raise PushError(f"{workdir} has no {', '.join(missing)}: train first, or point at a finished run")
+    config = read_config(workdir)
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PushError(f"repo id {repo_id!r} must look like USER/NAME")
+    token = token or get_token()
+    if not token:
+        raise PushError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again")
+    api = HfApi(token=token)
+    card = model_card(config, read_records(workdir), repo_id)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(workdir / name))
+                  for name in PUSHED_FILES if (workdir / name).is_file()]
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.create_commit(repo_id, operations, commit_message=f"jaxkp: push {workdir.name}",
+                                   revision=revision)
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status in (401, 403):
+            raise PushError(f"the Hub rejected the token for {repo_id} (HTTP {status}): "
+                            "check HF_TOKEN or `hf auth login`, and that it may write to this namespace") from None
+        raise PushError(f"push to {repo_id} failed: {error}") from None
+    except httpx2.TransportError as error:
+        raise PushError(f"cannot reach the Hub to push {repo_id}: {error}") from None
+    except ValueError as error:  # e.g. the Hub refused the model card's metadata
+        raise PushError(f"push to {repo_id} failed: {error}") from None
+    return commit.oid

@@ -1,0 +1,75 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from jaxkp import checkpoint
+from jaxkp.checkpoint import WeightsError, load_weights, save_weights
+from jaxkp.model import create_model
+from jaxkp.weights import BUNDLED_WEIGHTS, resolve_weights
+
+
+@pytest.fixture
+def weights_dir(tmp_path):
+    model = create_model("reference", seed=5)
+    save_weights(model, checkpoint.model_config("reference"), tmp_path / "good")
+    return tmp_path / "good"
+
+
+def test_round_trip_keeps_every_tensor(weights_dir):
+    original = checkpoint.model_arrays(create_model("reference", seed=5))
+    loaded, config = load_weights(weights_dir)
+    assert config["network"] == "reference"
+    for name, value in checkpoint.model_arrays(loaded).items():
+        tolerance = 1e-3 * np.abs(original[name]).max() if value.size >= checkpoint.HALF_PRECISION_MIN_SIZE else 0
+        np.testing.assert_allclose(value, original[name], atol=tolerance, err_msg=name)
+    assert (weights_dir / "model.safetensors").stat().st_size < 10_000_000
+
+
+def rewrite_tensors(folder, change):
+    arrays = load_file(folder / "model.safetensors")
+    change(arrays)
+    save_file(arrays, folder / "model.safetensors")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: rewrite_tensors(d, lambda a: a.__setitem__("fc2.kernel", np.zeros((512, 10), np.float32))),
+     "fc2.kernel has shape"),
+    (lambda d: rewrite_tensors(d, lambda a: a.pop("bn2.mean")), "missing tensor bn2.mean"),
+    (lambda d: rewrite_tensors(d, lambda a: a.__setitem__("head.extra", np.zeros(3, np.float32))), "lacks: head.extra"),
+    (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:100_000]),
+     "corrupt or truncated"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64), "corrupt or truncated"),
+    (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
+    (lambda d: (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()),
+                                                           "network": "resnet50"})), "resnet50"),
+    (lambda d: (d / "config.json").write_text('{"architectures": ["BertModel"]}'), "not a jaxkp config"),
+    (lambda d: (d / "config.json").write_text("{not json"), "not valid JSON"),
+    (lambda d: rewrite_tensors(d, lambda a: a["conv1.bias"].__setitem__(0, np.nan)), "NaN"),
+])
+def test_bad_weights_are_refused_with_the_problem_named(weights_dir, damage, message):
+    damage(weights_dir)
+    with pytest.raises(WeightsError, match=message):
+        load_weights(weights_dir)
+
+
+def test_weights_setting_resolves_folders_and_rejects_nonsense(weights_dir, monkeypatch, tmp_path):
+    monkeypatch.delenv("JAXKP_WEIGHTS", raising=False)
+    assert resolve_weights(None) == BUNDLED_WEIGHTS
+    assert resolve_weights(str(weights_dir)) == weights_dir
+    monkeypatch.setenv("JAXKP_WEIGHTS", str(weights_dir))
+    assert resolve_weights(None) == weights_dir
+    with pytest.raises(WeightsError, match="not a Hub repo id"):
+        resolve_weights("no/such/folder")
+    (tmp_path / "file.bin").write_bytes(b"x")
+    with pytest.raises(WeightsError, match="not a file"):
+        resolve_weights(str(tmp_path / "file.bin"))
+
+
+def test_bundled_weights_load_and_fit_a_space():
+    model, config = load_weights(BUNDLED_WEIGHTS)
+    assert config["network"] == "reference" and config["epochs_done"] >= 35
+    for path in BUNDLED_WEIGHTS.iterdir():
+        assert path.stat().st_size < 10_000_000, path
