@@ -115,13 +115,12 @@ assert len(images.sharding.device_set) == 8 and images.addressable_shards[0].dat
 loss_sharded = float(sharded.step(batch.images, batch.keypoints))
 np.testing.assert_allclose(loss_sharded, loss_single, rtol=1e-5)
 a, b = checkpoint.model_arrays(single.model()), checkpoint.model_arrays(sharded.model())
-strict = {strict!r}
 for name in a:
     if name.endswith((".mean", ".var")):  # BatchNorm statistics of the global batch
         np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-6, err_msg=name)
     elif name in ("conv2.bias", "fc1.bias"):
         continue  # feed a BatchNorm, so their true gradient is zero and Adam's step is noise
-    elif name.startswith(("conv3", "fc1", "fc2", "bn_fc1")) or strict:
+    elif name.startswith(("conv3", "fc1", "fc2", "bn_fc1")):
         # Adam's first step moves each weight by lr * sign(grad); only weights whose
         # gradient is rounding noise may land on the other side.
         differs = np.abs(a[name] - b[name]) > 1e-6
@@ -130,24 +129,19 @@ print("sharded == single", loss_single, loss_sharded)
 """
 
 
-def run_sharding_script(data_dir: Path, strict: bool) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-c", SHARDING_SCRIPT.format(data_dir=str(data_dir), strict=strict)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_sharded_step_matches_single_device(synthetic_data_dir):
-    """Loss, BatchNorm statistics and the layers after conv2 agree on 8 devices and on 1."""
-    result = run_sharding_script(synthetic_data_dir, strict=False)
+    """Loss, BatchNorm statistics and the layers after bn2 agree on 8 devices and on 1.
+
+    Layers up to bn2 are left out of the element-wise comparison: measured against
+    a float64 step, their float32 gradients at initialisation are 50-100% off on
+    one device and on eight alike (cancellation in the BatchNorm backward), so no
+    two float32 computations of them agree element-wise, sharded or not.
+    """
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT.format(data_dir=str(synthetic_data_dir))],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sharded == single" in result.stdout
-
-
-@pytest.mark.xfail(strict=True, reason="open: gradients reaching conv1/conv2/bn2 differ between the 8-device "
-                   "and 1-device step although the loss and forward agree; not yet explained")
-def test_sharded_step_matches_single_device_in_every_layer(synthetic_data_dir):
-    result = run_sharding_script(synthetic_data_dir, strict=True)
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_short_run_on_real_data(real_data_dir, tmp_path):

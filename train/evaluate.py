@@ -4,8 +4,10 @@ Prints NME (mean point error over the outer-eye-corner distance) mean and
 median, failure rates at NME > 0.08 and > 0.10, and the RMS point error in
 pixels; writes a grid of images with the truth in green and the predictions
 in magenta. Each image is shown to the network whole (the evaluation
-transform); `--split training --val-only` scores the person-disjoint
-validation split of a training run.
+transform), or with `--end-to-end` found by the Haar detector and framed as
+the app frames it (then the detection rate is printed and the metrics cover
+the detected images). `--split training --val-only` scores the
+person-disjoint validation split of the run that made the weights.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from jaxkp import data, draw, metrics
 from jaxkp.checkpoint import WeightsError, read_config, write_atomic
-from jaxkp.inference import KeypointModel
+from jaxkp.inference import FaceDetector, KeypointModel, crop_box
 from jaxkp.weights import load_model, resolve_weights
 
 
@@ -33,11 +35,37 @@ def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> np.ndarray:
     return np.stack([data.keypoints_to_image(points, m) for points, m in zip(normalised, matrices)])
 
 
+def predict_end_to_end(model: KeypointModel, dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """What the app does: Haar box -> training-style framing -> network -> pixels.
+
+    Returns (pixel keypoints, detected mask); where several faces are found the
+    one whose box centre is nearest the true keypoints' centre is scored.
+    """
+    detector = FaceDetector()
+    predicted = np.zeros_like(dataset.keypoints, dtype=np.float64)
+    detected = np.zeros(len(dataset), bool)
+    for index, (image, truth) in enumerate(zip(dataset.images, dataset.keypoints)):
+        boxes = detector(image)
+        if len(boxes) == 0:
+            continue
+        centres = boxes[:, :2] + boxes[:, 2:] / 2
+        box = boxes[np.argmin(np.linalg.norm(centres - truth.mean(axis=0), axis=1))]
+        predicted[index] = model.keypoints_in_regions(image, [crop_box(box)])[0]
+        detected[index] = True
+    return predicted, detected
+
+
 def evaluate_folder(
-    model: KeypointModel, dataset: data.Dataset, grid_path: Path | None = None, grid_size: int = 16
+    model: KeypointModel, dataset: data.Dataset, grid_path: Path | None = None, grid_size: int = 16,
+    end_to_end: bool = False,
 ) -> dict[str, Any]:
-    predicted = predict_dataset(model, dataset)
-    summary = metrics.summarize(predicted, dataset.keypoints)
+    if end_to_end:
+        predicted, detected = predict_end_to_end(model, dataset)
+        summary = {"detection_rate": float(detected.mean()),
+                   **metrics.summarize(predicted[detected], dataset.keypoints[detected])}
+    else:
+        predicted = predict_dataset(model, dataset)
+        summary = metrics.summarize(predicted, dataset.keypoints)
     if grid_path is not None:
         cells = []
         for index in np.linspace(0, len(dataset) - 1, min(grid_size, len(dataset))).astype(int):
@@ -57,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="'test' (default) or 'training'")
     parser.add_argument("--val-only", action="store_true",
                         help="score only the validation people of the run that made the weights")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="find the face with the Haar detector and crop as the app does (default: whole image)")
     parser.add_argument("--grid", type=Path, help="write a PNG grid of predictions here")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args(argv)
@@ -70,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise WeightsError(f"{weights_dir}/config.json records no training split to take validation from")
             _, val_idx = data.split_by_person(dataset.names, train_config["val_fraction"], train_config["seed"])
             dataset = dataset.subset(val_idx)
-        summary = evaluate_folder(model, dataset, args.grid)
+        summary = evaluate_folder(model, dataset, args.grid, end_to_end=args.end_to_end)
     except (data.DataError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

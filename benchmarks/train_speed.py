@@ -1,0 +1,75 @@
+"""Training throughput: the bare jitted step, and the whole loop with the input pipeline.
+
+    python benchmarks/train_speed.py --data-dir ../shared/data/youtube-faces-keypoints
+
+Prints images/s (median of repeats) for batch 16 on every local device. Without
+--data-dir the whole-loop figure uses generated images of the data's median size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxkp import data  # noqa: E402
+from train.config import CONFIGS  # noqa: E402
+from train.train import Trainer, make_mesh  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    config = CONFIGS["reference"].replace(batch_size=args.batch_size)
+    trainer = Trainer(config, make_mesh())
+    if args.data_dir:
+        dataset = data.load_dataset(args.data_dir, limit=args.batch_size * args.steps)
+    else:
+        rng = np.random.default_rng(0)
+        count = args.batch_size * args.steps
+        dataset = data.Dataset([f"p_{i}.jpg" for i in range(count)],
+                               [rng.integers(0, 255, (201, 184), np.uint8) for _ in range(count)],
+                               rng.uniform(20, 160, (count, 68, 2)).astype(np.float32))
+    batch = next(data.train_batches(dataset, args.batch_size, np.random.default_rng(0), 0.9))
+    trainer.step(batch.images, batch.keypoints).block_until_ready()  # compile
+
+    bare = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            loss = trainer.step(batch.images, batch.keypoints)
+        loss.block_until_ready()
+        bare.append(args.steps * args.batch_size / (time.perf_counter() - start))
+
+    loop = []
+    for repeat in range(args.repeats):
+        start = time.perf_counter()
+        batches = data.prefetch(data.train_batches(dataset, args.batch_size, np.random.default_rng(repeat), 0.9))
+        steps = 0
+        for batch in batches:
+            loss = trainer.step(batch.images, batch.keypoints)
+            steps += 1
+        loss.block_until_ready()
+        loop.append(steps * args.batch_size / (time.perf_counter() - start))
+
+    devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+    print(f"devices: {devices}; batch {args.batch_size}")
+    print(f"bare jitted step: {statistics.median(bare):.1f} images/s (median of {args.repeats})")
+    print(f"whole loop with input pipeline: {statistics.median(loop):.1f} images/s (median of {args.repeats})")
+    epoch_images = 3100  # training images after the person-disjoint validation split
+    print(f"-> 35 epochs of {epoch_images} images: {35 * epoch_images / statistics.median(loop) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
