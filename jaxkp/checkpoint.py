@@ -27,9 +27,9 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "jaxkp"
 # fc1's float32 kernel alone is 12.8 MB and a Space refuses files over 10 MB;
-# tensors this large are stored as float16 (relative rounding 5e-4) and
-# loaded back as float32.
-HALF_PRECISION_MIN_SIZE = 1 << 20
+# kernels of 64k elements or more are stored as float16 (relative rounding
+# 5e-4) and loaded back as float32.
+HALF_PRECISION_MIN_SIZE = 1 << 16
 
 
 class WeightsError(ValueError):

@@ -195,6 +195,103 @@ def random_crop_matrix(image: np.ndarray, rng: np.random.Generator, min_fraction
     return box_to_input((x, y, crop_w, crop_h))
 
 
+# --- augmentation (the improved recipe) ------------------------------------------
+
+# Index of each point's mirror image in the 68-point scheme: a horizontally
+# flipped face's point i is the original's point FLIP_PERMUTATION[i].
+FLIP_PERMUTATION = np.array(
+    list(range(16, -1, -1))  # jaw
+    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows swap sides
+    + [27, 28, 29, 30, 35, 34, 33, 32, 31]  # nose
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer mouth
+    + [64, 63, 62, 61, 60, 67, 66, 65]  # inner mouth
+)
+
+# Where the Haar box sits relative to the keypoints' bounding box (left, top,
+# width, height in units of that box): median and spread, from train.framing.
+DETECTOR_BOX_MEDIAN = np.array([-0.093, -0.296, 1.161, 1.206])
+DETECTOR_BOX_STD = np.array([0.118, 0.084, 0.112, 0.115])
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Geometric and photometric jitter; all geometry lands in one affine matrix."""
+
+    flip: bool = False
+    max_rotation_degrees: float = 0.0
+    framing_jitter: float = 0.0  # in units of the measured spread of detector boxes
+    brightness: float = 0.0  # +- fraction of the range
+    contrast: float = 0.0  # +- fraction
+
+
+def detector_box(points: np.ndarray, offsets: np.ndarray) -> tuple[float, float, float, float]:
+    """A square box placed on the keypoints as the Haar detector places it."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    size = high - low
+    left, top, width, height = offsets
+    side = float(np.sqrt(width * size[0] * height * size[1]))
+    return (float(low[0] + left * size[0]), float(low[1] + top * size[1]), side, side)
+
+
+def detector_framing_matrix(points: np.ndarray, offsets: np.ndarray = DETECTOR_BOX_MEDIAN) -> np.ndarray:
+    """The input matrix for the crop the app would take around this face."""
+    from jaxkp.inference import crop_box  # the app's framing rule, kept in one place
+
+    return box_to_input(crop_box(np.array(detector_box(points, offsets))))
+
+
+def rotation_about_input_centre(degrees: float) -> np.ndarray:
+    centre = INPUT_SIZE / 2
+    return np.vstack([cv2.getRotationMatrix2D((centre, centre), degrees, 1.0), [0, 0, 1]])
+
+
+FLIP_INPUT = np.array([[-1.0, 0.0, INPUT_SIZE], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def augmented_matrix(points: np.ndarray, rng: np.random.Generator, augmentation: Augmentation) -> tuple[np.ndarray, bool]:
+    """Detector-style framing with jitter, then rotation and flip; returns (matrix, flipped)."""
+    offsets = DETECTOR_BOX_MEDIAN + augmentation.framing_jitter * DETECTOR_BOX_STD * np.clip(rng.normal(size=4), -2, 2)
+    matrix = np.vstack([detector_framing_matrix(points, offsets), [0, 0, 1]])
+    if augmentation.max_rotation_degrees:
+        angle = rng.uniform(-augmentation.max_rotation_degrees, augmentation.max_rotation_degrees)
+        matrix = rotation_about_input_centre(angle) @ matrix
+    flipped = bool(augmentation.flip and rng.random() < 0.5)
+    if flipped:
+        matrix = FLIP_INPUT @ matrix
+    return matrix[:2], flipped
+
+
+def target_keypoints(points: np.ndarray, matrix: np.ndarray, flipped: bool) -> np.ndarray:
+    """Normalised keypoints as the network must predict them for this transform."""
+    mapped = normalize_keypoints(apply_affine(matrix, points))
+    return mapped[FLIP_PERMUTATION] if flipped else mapped
+
+
+def jitter_photometric(patch: np.ndarray, rng: np.random.Generator, augmentation: Augmentation) -> np.ndarray:
+    if not (augmentation.brightness or augmentation.contrast):
+        return patch
+    contrast = 1 + rng.uniform(-augmentation.contrast, augmentation.contrast)
+    brightness = 255 * rng.uniform(-augmentation.brightness, augmentation.brightness)
+    mean = patch.mean()
+    return np.clip((patch - mean) * contrast + mean + brightness, 0, 255).astype(np.uint8)
+
+
+def augmented_batches(
+    dataset: Dataset, batch_size: int, rng: np.random.Generator, augmentation: Augmentation
+) -> Iterator[Batch]:
+    """One epoch of shuffled batches under detector-style framing and `augmentation`."""
+    order = rng.permutation(len(dataset))
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        images, targets, matrices = [], [], []
+        for i in order[start : start + batch_size]:
+            matrix, flipped = augmented_matrix(dataset.keypoints[i], rng, augmentation)
+            images.append(jitter_photometric(warp_to_input(dataset.images[i], matrix), rng, augmentation))
+            targets.append(target_keypoints(dataset.keypoints[i], matrix, flipped))
+            matrices.append(matrix)
+        yield Batch(np.stack(images)[..., None], np.stack(targets).astype(np.float32), np.stack(matrices))
+
+
 # --- batches ------------------------------------------------------------------
 
 
@@ -224,13 +321,20 @@ def train_batches(
         yield make_batch(dataset, indices, matrices)
 
 
-def eval_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[Batch, int]]:
-    """Deterministic batches in order; the last is padded by repeating, with its real size."""
+def eval_batches(dataset: Dataset, batch_size: int, framing: str = "whole") -> Iterator[tuple[Batch, int]]:
+    """Deterministic batches in order; the last is padded by repeating, with its real size.
+
+    framing "whole" shows each image whole; "detector" frames the face as the
+    median Haar box around its keypoints would.
+    """
     for start in range(0, len(dataset), batch_size):
         indices = np.arange(start, min(start + batch_size, len(dataset)))
         valid = len(indices)
         indices = np.pad(indices, (0, batch_size - valid), mode="edge")
-        matrices = [full_image_matrix(dataset.images[i]) for i in indices]
+        if framing == "whole":
+            matrices = [full_image_matrix(dataset.images[i]) for i in indices]
+        else:
+            matrices = [detector_framing_matrix(dataset.keypoints[i]) for i in indices]
         yield make_batch(dataset, indices, matrices), valid
 
 

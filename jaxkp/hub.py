@@ -29,6 +29,19 @@ DATA_CITATION = """@inproceedings{wolf2011face,
 }"""
 
 
+def recipe_summary(train: dict[str, Any]) -> str:
+    optimizer = "AdamW" if train.get("weight_decay") else "Adam"
+    schedule = "a warmup-cosine schedule" if train.get("schedule") == "cosine" else "a constant learning rate"
+    loss = {"mse": "MSE", "l1": "L1 loss", "wing": "Wing loss"}.get(train.get("loss", "mse"), train.get("loss"))
+    if train.get("augmentation"):
+        framing = ("faces framed as the Haar detector frames them, with jitter of the measured spread, "
+                   "horizontal flips with the left/right point permutation, rotations and "
+                   "brightness/contrast changes")
+    else:
+        framing = "a random crop before the rescale to 224x224"
+    return f"Optax {optimizer} with {schedule} on the {loss} of keypoints normalised to [-1, 1]; {framing}."
+
+
 def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: str) -> str:
     """README.md for the Hub: metadata, data and citation, recipe, figures, use and limits."""
     train = config.get("train_config", {})
@@ -80,7 +93,7 @@ person seen in training.
 ## Recipe
 
 Trained with jaxkp's `python -m train` for {config.get('epochs_done', '?')} epochs: {recipe}.
-Optax Adam on the MSE of keypoints normalised to [-1, 1]; random crop before the rescale to 224x224.
+{recipe_summary(train)}
 
 ## Validation figures (person-disjoint split, after the last epoch)
 

@@ -32,10 +32,10 @@ MAX_FACES = 20
 # Fixed batch sizes: any face count pads up to one of these, so no new shape recompiles.
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
-# Haar box -> training-style crop. Measured by `python -m train.framing` on the
-# training images: relative to the detected box (x, y, w, h), the training
-# crops start at x - 0.49 w, y - 0.57 h and span 2.0 w by 2.24 h (medians).
-CROP_LEFT, CROP_TOP, CROP_WIDTH, CROP_HEIGHT = -0.49, -0.57, 2.0, 2.24
+# Haar box -> training-style crop. Measured by `python -m train.framing --every 2`
+# on the training images: relative to the detected box (x, y, w, h), the training
+# crops start at x - 0.49 w, y - 0.58 h and span 2.01 w by 2.25 h (medians).
+CROP_LEFT, CROP_TOP, CROP_WIDTH, CROP_HEIGHT = -0.49, -0.58, 2.01, 2.25
 HAAR_SCALE_FACTOR, HAAR_MIN_NEIGHBORS = 1.1, 5
 
 

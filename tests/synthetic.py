@@ -11,7 +11,7 @@ import numpy as np
 def face_template() -> np.ndarray:
     """A plausible 68-point face in a unit square (x right, y down)."""
     jaw_angles = np.linspace(np.pi * 0.95, np.pi * 0.05, 17)
-    jaw = np.stack([0.5 - 0.45 * np.cos(jaw_angles), 0.35 + 0.6 * np.sin(jaw_angles)], -1)
+    jaw = np.stack([0.5 + 0.45 * np.cos(jaw_angles), 0.35 + 0.6 * np.sin(jaw_angles)], -1)
     right_brow = np.stack([np.linspace(0.15, 0.42, 5), 0.30 - 0.04 * np.sin(np.linspace(0, np.pi, 5))], -1)
     left_brow = right_brow.copy()
     left_brow[:, 0] = 1.0 - right_brow[::-1, 0]

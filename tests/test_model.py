@@ -69,3 +69,30 @@ def test_networks_are_registered_by_name():
         assert "reference" in str(error)
     else:
         raise AssertionError("unknown network accepted")
+
+
+def test_compact_net_shapes_and_weights_fit_a_space(tmp_path):
+    from jaxkp import checkpoint
+
+    model = create_model("compact")
+    model.eval()
+    assert model(jnp.zeros((3, 224, 224, 1))).shape == (3, 68, 2)
+    checkpoint.save_weights(model, checkpoint.model_config("compact"), tmp_path)
+    assert (tmp_path / "model.safetensors").stat().st_size < 10_000_000
+    loaded, config = checkpoint.load_weights(tmp_path)
+    assert config["network"] == "compact"
+    images = jax.random.uniform(jax.random.key(0), (2, 224, 224, 1), minval=-1, maxval=1)
+    np.testing.assert_allclose(loaded(images), model(images), atol=2e-2)
+
+
+def test_wing_loss_is_log_near_zero_linear_beyond_and_continuous():
+    from train.train import WING_CURVATURE, WING_WIDTH, keypoint_loss
+
+    def wing(pixels: float) -> float:
+        return float(keypoint_loss("wing", jnp.array([pixels / 112.0]), jnp.array([0.0])))
+
+    assert wing(0.0) == 0.0
+    np.testing.assert_allclose(wing(1.0), WING_WIDTH * np.log1p(1.0 / WING_CURVATURE), rtol=1e-5)
+    np.testing.assert_allclose(wing(WING_WIDTH - 1e-3), wing(WING_WIDTH + 1e-3), atol=1e-2)
+    np.testing.assert_allclose(wing(40.0) - wing(30.0), 10.0, rtol=1e-4)  # slope 1 in the linear part
+    assert float(keypoint_loss("l1", jnp.array([0.5, -0.5]), jnp.zeros(2))) == 0.5

@@ -24,7 +24,7 @@ from safetensors.numpy import load_file, save
 from tqdm import tqdm
 
 from jaxkp import checkpoint, data, metrics
-from jaxkp.model import create_model
+from jaxkp.model import INPUT_SIZE, create_model
 from train.config import Config
 from train.plot import write_loss_curve
 
@@ -41,20 +41,53 @@ def to_input(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32) / 127.5 - 1.0
 
 
+# Wing loss (Feng et al., CVPR 2018) parameters, in network-input pixels.
+WING_WIDTH, WING_CURVATURE = 10.0, 2.0
+
+
+def keypoint_loss(name: str, predicted: jax.Array, target: jax.Array) -> jax.Array:
+    """Mean loss over coordinates; targets are normalised to [-1, 1] (1 = 112 input pixels)."""
+    error = predicted - target
+    if name == "mse":
+        return jnp.mean(error**2)
+    if name == "l1":
+        return jnp.mean(jnp.abs(error))
+    if name == "wing":
+        pixels = jnp.abs(error) * (INPUT_SIZE / 2)
+        offset = WING_WIDTH - WING_WIDTH * jnp.log1p(WING_WIDTH / WING_CURVATURE)
+        return jnp.mean(jnp.where(pixels < WING_WIDTH, WING_WIDTH * jnp.log1p(pixels / WING_CURVATURE), pixels - offset))
+    raise ValueError(f"unknown loss {name!r}")
+
+
+def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+    if config.schedule == "constant":
+        learning_rate = config.learning_rate
+    elif config.schedule == "cosine":
+        warmup = max(1, config.warmup_epochs * steps_per_epoch)
+        total = max(config.epochs * steps_per_epoch, warmup + 1)
+        learning_rate = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total)
+    else:
+        raise ValueError(f"unknown schedule {config.schedule!r}")
+    if config.weight_decay:
+        return optax.adamw(learning_rate, weight_decay=config.weight_decay)
+    return optax.adam(learning_rate)
+
+
 def train_step(
     model_graph: nnx.GraphDef,
     optimizer_graph: nnx.GraphDef,
+    loss: str,
     model_state: nnx.State,
     optimizer_state: nnx.State,
     images: jax.Array,
     keypoints: jax.Array,
 ) -> tuple[nnx.State, nnx.State, jax.Array]:
-    """One Adam step on the MSE between predicted and true normalised keypoints."""
+    """One optimizer step on the loss between predicted and true normalised keypoints."""
     model = nnx.merge(model_graph, model_state)
     optimizer = nnx.merge(optimizer_graph, optimizer_state)
 
     def loss_fn(model: nnx.Module) -> jax.Array:
-        return jnp.mean((model(to_input(images)) - keypoints) ** 2)
+        return keypoint_loss(loss, model(to_input(images)), keypoints)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
@@ -69,13 +102,13 @@ def predict_step(model_graph: nnx.GraphDef, model_state: nnx.State, images: jax.
 class Trainer:
     """Holds the model and optimizer as (graph, state) pairs and the jitted steps."""
 
-    def __init__(self, config: Config, mesh: jax.sharding.Mesh):
+    def __init__(self, config: Config, mesh: jax.sharding.Mesh, steps_per_epoch: int = 1):
         self.config = config
         self.mesh = mesh
         self.data_sharding = NamedSharding(mesh, PartitionSpec("data"))
         self.replicated = NamedSharding(mesh, PartitionSpec())
         model = create_model(config.network, seed=config.seed)
-        optimizer = nnx.Optimizer(model, optax.adam(config.learning_rate), wrt=nnx.Param)
+        optimizer = nnx.Optimizer(model, make_optimizer(config, steps_per_epoch), wrt=nnx.Param)
         model.eval()
         self.eval_graph = nnx.graphdef(model)
         model.train()
@@ -83,7 +116,7 @@ class Trainer:
         self.optimizer_graph, optimizer_state = nnx.split(optimizer)
         self.model_state = jax.device_put(model_state, self.replicated)
         self.optimizer_state = jax.device_put(optimizer_state, self.replicated)
-        self._train_step = jax.jit(train_step, static_argnums=(0, 1), donate_argnums=(2, 3))
+        self._train_step = jax.jit(train_step, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
         self._predict_step = jax.jit(predict_step, static_argnums=0)
 
     def global_batch(self, array: np.ndarray) -> jax.Array:
@@ -93,6 +126,7 @@ class Trainer:
         self.model_state, self.optimizer_state, loss = self._train_step(
             self.model_graph,
             self.optimizer_graph,
+            self.config.loss,
             self.model_state,
             self.optimizer_state,
             self.global_batch(images),
@@ -123,10 +157,11 @@ def make_mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int, framing: str = "whole"
+             ) -> tuple[dict[str, float], np.ndarray]:
     """Validation metrics (MSE in normalised units, NME etc. in pixels) and pixel predictions."""
     predicted, squared_errors = [], []
-    for batch, valid in data.eval_batches(dataset, batch_size):
+    for batch, valid in data.eval_batches(dataset, batch_size, framing):
         normalised = trainer.predict(batch.images)[:valid]
         squared_errors.append(np.mean((normalised - batch.keypoints[:valid]) ** 2, axis=(1, 2)))
         for points, matrix in zip(normalised, batch.matrices[:valid]):
@@ -166,14 +201,17 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
     log(f"{len(train_set)} training / {len(val_set)} validation images "
         f"({len({data.person_of(n) for n in val_set.names})} validation people), {num_devices} device(s)")
 
-    trainer = Trainer(config, make_mesh())
+    steps = len(train_set) // config.batch_size
+    trainer = Trainer(config, make_mesh(), steps)
+    # The improved recipe frames faces as the detector does; validate the same way.
+    framing = "whole" if config.augmentation is None else "detector"
     start_epoch = 0
     state_path = workdir / TRAIN_STATE_FILE
     if state_path.exists():
         with safe_open(state_path, "np") as saved:
             saved_meta = saved.metadata()
-        saved_config = json.loads(saved_meta["train_config"])
-        if without_epochs(saved_config) != without_epochs(config.to_dict()):
+        saved_config = Config.from_dict(json.loads(saved_meta["train_config"]))
+        if saved_config.replace(epochs=config.epochs) != config:
             raise TrainingError(f"{workdir} holds a run with another config; pick a new --workdir")
         trainer.restore(load_file(state_path))
         start_epoch = int(saved_meta["epochs_done"])
@@ -185,8 +223,11 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
     for epoch in range(start_epoch + 1, config.epochs + 1):
         # A fresh generator per epoch makes the data order independent of resumes.
         rng = np.random.default_rng([config.seed, epoch])
-        batches = data.prefetch(data.train_batches(train_set, config.batch_size, rng, config.crop_min_fraction))
-        steps = len(train_set) // config.batch_size
+        if config.augmentation is None:
+            epoch_batches = data.train_batches(train_set, config.batch_size, rng, config.crop_min_fraction)
+        else:
+            epoch_batches = data.augmented_batches(train_set, config.batch_size, rng, config.augmentation)
+        batches = data.prefetch(epoch_batches)
         losses = []
         start = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", file=sys.stderr,
@@ -211,7 +252,7 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
         record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": round(train_seconds, 2),
                   "images_per_second": round(steps * config.batch_size / train_seconds, 1)}
         if len(val_set):
-            val_summary, _ = evaluate(trainer, val_set, eval_batch_size)
+            val_summary, _ = evaluate(trainer, val_set, eval_batch_size, framing)
             record.update(val_summary)
         records.append(record)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
@@ -231,11 +272,6 @@ def save_epoch(trainer: Trainer, config: Config, workdir: Path, epoch: int, reco
     checkpoint.save_weights(trainer.model(), model_config, workdir)
     checkpoint.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
     write_loss_curve(records, workdir / "loss_curve.png")
-
-
-def without_epochs(config: dict[str, Any]) -> dict[str, Any]:
-    """A run may be resumed with more epochs; anything else must match."""
-    return {key: value for key, value in config.items() if key != "epochs"}
 
 
 def log(message: str) -> None:
