@@ -121,6 +121,16 @@ def read_records(workdir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def release_files(workdir: Path, repo_id: str) -> dict[str, Path | bytes]:
+    """What a release of a run holds: {name: file in the workdir, or bytes of the generated card}."""
+    missing = [name for name in REQUIRED_FILES if not (workdir / name).is_file()]
+    if missing:
+        raise PushError(f"{workdir} has no {', '.join(missing)}: train first, or point at a finished run")
+    files: dict[str, Path | bytes] = {name: workdir / name for name in PUSHED_FILES if (workdir / name).is_file()}
+    files["README.md"] = model_card(read_config(workdir), read_records(workdir), repo_id).encode()
+    return files
+
+
 def push_to_hub(workdir: Path | str, repo_id: str, private: bool = False, token: str | None = None,
                 revision: str | None = None) -> str:
     """Creates `repo_id` if needed and uploads the run's weights, config, metrics, plot and card.
@@ -134,20 +144,15 @@ def push_to_hub(workdir: Path | str, repo_id: str, private: bool = False, token:
     from huggingface_hub.utils import get_token
 
     workdir = Path(workdir)
-    missing = [name for name in REQUIRED_FILES if not (workdir / name).is_file()]
-    if missing:
-        raise PushError(f"{workdir} has no {', '.join(missing)}: train first, or point at a finished run")
-    config = read_config(workdir)
+    files = release_files(workdir, repo_id)
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PushError(f"repo id {repo_id!r} must look like USER/NAME")
     token = token or get_token()
     if not token:
         raise PushError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again")
     api = HfApi(token=token)
-    card = model_card(config, read_records(workdir), repo_id)
-    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(workdir / name))
-                  for name in PUSHED_FILES if (workdir / name).is_file()]
-    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content if isinstance(content, bytes) else str(content))
+                  for name, content in files.items()]
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.create_commit(repo_id, operations, commit_message=f"jaxkp: push {workdir.name}",

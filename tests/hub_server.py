@@ -68,11 +68,15 @@ class FakeHub:
             return repo_id, None, self.error(404, "RepoNotFound", f"Repository {repo_id} not found")
         return repo_id, repo, None
 
-    def snapshot(self, request: Request, repo: Repo, revision: str) -> tuple[str | None, Response | None]:
+    def find_commit(self, request: Request, revision: str) -> tuple[str, Repo | None, str | None, Response | None]:
+        """(repo id, repo, commit id, error response) for a read at `revision`."""
+        repo_id, repo, failure = self.find(request)
+        if failure:
+            return repo_id, None, None, failure
         sha = repo.resolve(revision)
         if sha is None:
-            return None, self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        return sha, None
+            return repo_id, repo, None, self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        return repo_id, repo, sha, None
 
     # --- endpoints ---
     async def create_repo(self, request: Request) -> Response:
@@ -140,10 +144,7 @@ class FakeHub:
                              "pullRequestUrl": None})
 
     async def revision_info(self, request: Request) -> Response:
-        repo_id, repo, failure = self.find(request)
-        if failure:
-            return failure
-        sha, failure = self.snapshot(request, repo, request.path_params["revision"])
+        repo_id, repo, sha, failure = self.find_commit(request, request.path_params["revision"])
         if failure:
             return failure
         return JSONResponse({"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
@@ -151,21 +152,15 @@ class FakeHub:
                              "tags": [], "downloads": 0, "likes": 0})
 
     async def tree(self, request: Request) -> Response:
-        repo_id, repo, failure = self.find(request)
-        if failure:
-            return failure
-        sha, failure = self.snapshot(request, repo, request.path_params["revision"])
+        repo_id, repo, sha, failure = self.find_commit(request, request.path_params["revision"])
         if failure:
             return failure
         return JSONResponse([{"type": "file", "oid": git_blob_id(content), "size": len(content), "path": path}
                              for path, content in sorted(repo.commits[sha].items())])
 
     async def resolve(self, request: Request) -> Response:
-        repo_id, repo, failure = self.find(request)
-        if failure:
-            return failure
         revision, _, filename = request.path_params["rest"].partition("/")
-        sha, failure = self.snapshot(request, repo, revision)
+        repo_id, repo, sha, failure = self.find_commit(request, revision)
         if failure:
             return failure
         content = repo.commits[sha].get(filename)

@@ -139,8 +139,8 @@ class Trainer:
         return np.asarray(multihost_utils.process_allgather(predictions, tiled=True))
 
     def model(self) -> nnx.Module:
-        model = nnx.merge(self.eval_graph, jax.device_get(self.model_state))
-        return model
+        """The current weights as an eval-mode module on the host."""
+        return nnx.merge(self.eval_graph, jax.device_get(self.model_state))
 
     # Resumable state: model and optimizer (RNG counters included) in one file.
     def state_arrays(self) -> dict[str, np.ndarray]:
