@@ -271,7 +271,7 @@ def save_epoch(trainer: Trainer, config: Config, workdir: Path, epoch: int, reco
     )
     checkpoint.save_weights(trainer.model(), model_config, workdir)
     checkpoint.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
-    write_loss_curve(records, workdir / "loss_curve.png")
+    write_loss_curve(records, workdir / "loss_curve.png", config.loss)
 
 
 def log(message: str) -> None:
