@@ -85,7 +85,7 @@ def predict(photo: str | dict | None) -> tuple[str, list[str], dict[str, Any], s
         status = f"Found {count} face{'s' if count > 1 else ''}" + (
             f" (showing the {MAX_FACES} largest)" if count == MAX_FACES else "") + "."
     prune_outputs()
-    crops = [write_png(crop) for crop in face_crops(rgb, result)]
+    crops = [write_png(crop) for crop in face_crops(rgb, result, PIPELINE.model.crop)]
     return write_png(annotate(rgb, result)), crops, result, status
 
 

@@ -36,6 +36,8 @@ class Dataset:
     names: list[str]
     images: list[np.ndarray]
     keypoints: np.ndarray  # (N, 68, 2) float32, original-image pixels
+    # (N, 4) Haar boxes x, y, w, h (NaN where none was found), when a recipe frames by them.
+    face_boxes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -45,6 +47,7 @@ class Dataset:
             [self.names[i] for i in indices],
             [self.images[i] for i in indices],
             self.keypoints[indices],
+            None if self.face_boxes is None else self.face_boxes[indices],
         )
 
 
@@ -234,11 +237,33 @@ def detector_box(points: np.ndarray, offsets: np.ndarray) -> tuple[float, float,
     return (float(low[0] + left * size[0]), float(low[1] + top * size[1]), side, side)
 
 
-def detector_framing_matrix(points: np.ndarray, offsets: np.ndarray = DETECTOR_BOX_MEDIAN) -> np.ndarray:
+def detector_framing_matrix(points: np.ndarray, offsets: np.ndarray = DETECTOR_BOX_MEDIAN,
+                            crop: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """The input matrix for the crop the app would take around this face."""
-    from jaxkp.inference import crop_box  # the app's framing rule, kept in one place
+    return box_framing_matrix(np.array(detector_box(points, offsets)), crop)
 
-    return box_to_input(crop_box(np.array(detector_box(points, offsets))))
+
+def box_framing_matrix(face_box: np.ndarray, crop: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """The input matrix for the app's crop (`crop`, default the training-image one) around a face box."""
+    from jaxkp.inference import TRAINING_IMAGE_CROP, crop_box  # the app's framing rule, kept in one place
+
+    return box_to_input(crop_box(face_box, crop or TRAINING_IMAGE_CROP))
+
+
+def face_framing_matrix(dataset: Dataset, index: int, crop: tuple[float, float, float, float] | None,
+                        jitter: np.ndarray | None = None) -> np.ndarray:
+    """Frames example `index` by its Haar box when the dataset has one, else by a box
+    placed on its keypoints as the detector places it. `jitter` (4 numbers, in units
+    of DETECTOR_BOX_STD) moves and scales the box."""
+    jitter = np.zeros(4) if jitter is None else jitter
+    box = None if dataset.face_boxes is None else dataset.face_boxes[index]
+    if box is None or not np.isfinite(box).all():
+        return detector_framing_matrix(dataset.keypoints[index], DETECTOR_BOX_MEDIAN + jitter * DETECTOR_BOX_STD, crop)
+    # The spread is in units of the keypoints' box, about 1/1.18 of the Haar box.
+    shift = jitter * DETECTOR_BOX_STD / DETECTOR_BOX_MEDIAN[2:].mean()
+    x, y, w, h = box
+    side = w * np.sqrt((1 + shift[2]) * (1 + shift[3]))
+    return box_framing_matrix(np.array([x + shift[0] * w, y + shift[1] * h, side, side]), crop)
 
 
 def rotation_about_input_centre(degrees: float) -> np.ndarray:
@@ -249,10 +274,11 @@ def rotation_about_input_centre(degrees: float) -> np.ndarray:
 FLIP_INPUT = np.array([[-1.0, 0.0, INPUT_SIZE], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
-def augmented_matrix(points: np.ndarray, rng: np.random.Generator, augmentation: Augmentation) -> tuple[np.ndarray, bool]:
+def augmented_matrix(dataset: Dataset, index: int, rng: np.random.Generator, augmentation: Augmentation,
+                     crop: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, bool]:
     """Detector-style framing with jitter, then rotation and flip; returns (matrix, flipped)."""
-    offsets = DETECTOR_BOX_MEDIAN + augmentation.framing_jitter * DETECTOR_BOX_STD * np.clip(rng.normal(size=4), -2, 2)
-    matrix = np.vstack([detector_framing_matrix(points, offsets), [0, 0, 1]])
+    jitter = augmentation.framing_jitter * np.clip(rng.normal(size=4), -2, 2)
+    matrix = np.vstack([face_framing_matrix(dataset, index, crop, jitter), [0, 0, 1]])
     if augmentation.max_rotation_degrees:
         angle = rng.uniform(-augmentation.max_rotation_degrees, augmentation.max_rotation_degrees)
         matrix = rotation_about_input_centre(angle) @ matrix
@@ -278,14 +304,15 @@ def jitter_photometric(patch: np.ndarray, rng: np.random.Generator, augmentation
 
 
 def augmented_batches(
-    dataset: Dataset, batch_size: int, rng: np.random.Generator, augmentation: Augmentation
+    dataset: Dataset, batch_size: int, rng: np.random.Generator, augmentation: Augmentation,
+    crop: tuple[float, float, float, float] | None = None,
 ) -> Iterator[Batch]:
     """One epoch of shuffled batches under detector-style framing and `augmentation`."""
     order = rng.permutation(len(dataset))
     for start in range(0, len(order) - batch_size + 1, batch_size):
         images, targets, matrices = [], [], []
         for i in order[start : start + batch_size]:
-            matrix, flipped = augmented_matrix(dataset.keypoints[i], rng, augmentation)
+            matrix, flipped = augmented_matrix(dataset, i, rng, augmentation, crop)
             images.append(jitter_photometric(warp_to_input(dataset.images[i], matrix), rng, augmentation))
             targets.append(target_keypoints(dataset.keypoints[i], matrix, flipped))
             matrices.append(matrix)
@@ -321,11 +348,13 @@ def train_batches(
         yield make_batch(dataset, indices, matrices)
 
 
-def eval_batches(dataset: Dataset, batch_size: int, framing: str = "whole") -> Iterator[tuple[Batch, int]]:
+def eval_batches(dataset: Dataset, batch_size: int, framing: str = "whole",
+                 crop: tuple[float, float, float, float] | None = None) -> Iterator[tuple[Batch, int]]:
     """Deterministic batches in order; the last is padded by repeating, with its real size.
 
-    framing "whole" shows each image whole; "detector" frames the face as the
-    median Haar box around its keypoints would.
+    framing "whole" shows each image whole; "detector" frames the face by its
+    Haar box (`dataset.face_boxes`) where it has one, else as the median Haar box
+    around its keypoints would.
     """
     for start in range(0, len(dataset), batch_size):
         indices = np.arange(start, min(start + batch_size, len(dataset)))
@@ -334,7 +363,7 @@ def eval_batches(dataset: Dataset, batch_size: int, framing: str = "whole") -> I
         if framing == "whole":
             matrices = [full_image_matrix(dataset.images[i]) for i in indices]
         else:
-            matrices = [detector_framing_matrix(dataset.keypoints[i]) for i in indices]
+            matrices = [face_framing_matrix(dataset, i, crop) for i in indices]
         yield make_batch(dataset, indices, matrices), valid
 
 

@@ -70,13 +70,14 @@ def annotate(rgb: np.ndarray, result: dict) -> np.ndarray:
     return canvas
 
 
-def face_crops(rgb: np.ndarray, result: dict, size: int = 224) -> list[np.ndarray]:
-    """Each face's region as the network saw it, size x size, with its keypoints."""
+def face_crops(rgb: np.ndarray, result: dict, crop: tuple[float, float, float, float], size: int = 224
+               ) -> list[np.ndarray]:
+    """Each face's region as the network saw it (`crop` is the model's), size x size, with its keypoints."""
     from jaxkp.inference import crop_box
 
     crops = []
     for face in result["faces"]:
-        x, y, w, h = crop_box(np.asarray(face["box"]))
+        x, y, w, h = crop_box(np.asarray(face["box"]), crop)
         matrix = np.array([[size / w, 0, -x * size / w], [0, size / h, -y * size / h]])
         crop = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
         points = np.asarray(face["keypoints"]) @ matrix[:, :2].T + matrix[:, 2]

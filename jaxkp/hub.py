@@ -54,6 +54,8 @@ def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: s
         ] if key in last
     ) or "| (no validation figures recorded) | |"
     recipe = ", ".join(f"{key} {value}" for key, value in train.items()) or "not recorded"
+    evaluated_on = ("validation faces framed as the Haar detector frames them (its median box)"
+                    if train.get("augmentation") else "whole validation images")
     return f"""---
 library_name: jaxkp
 pipeline_tag: keypoint-detection
@@ -98,7 +100,7 @@ Trained with jaxkp's `python -m train` for {config.get('epochs_done', '?')} epoc
 ## Validation figures (person-disjoint split, after the last epoch)
 
 NME is the mean point-to-point error divided by the distance between the outer eye corners
-(points 36 and 45), computed on whole validation images.
+(points 36 and 45), computed on {evaluated_on}.
 
 | metric | value |
 | --- | --- |

@@ -32,10 +32,13 @@ MAX_FACES = 20
 # Fixed batch sizes: any face count pads up to one of these, so no new shape recompiles.
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
-# Haar box -> training-style crop. Measured by `python -m train.framing --every 2`
-# on the training images: relative to the detected box (x, y, w, h), the training
-# crops start at x - 0.49 w, y - 0.58 h and span 2.01 w by 2.25 h (medians).
-CROP_LEFT, CROP_TOP, CROP_WIDTH, CROP_HEIGHT = -0.49, -0.58, 2.01, 2.25
+# Haar box -> the region the network sees, as (left, top, width, height) in units
+# of the box. The reference network learnt whole training images, so its crop is
+# framed as they are: measured by `python -m train.framing --every 2`, relative to
+# the detected box (x, y, w, h) they start at x - 0.49 w, y - 0.58 h and span
+# 2.01 w by 2.25 h (medians). A network trained on detector-framed crops names its
+# own crop in config.json ("crop").
+TRAINING_IMAGE_CROP = (-0.49, -0.58, 2.01, 2.25)
 HAAR_SCALE_FACTOR, HAAR_MIN_NEIGHBORS = 1.1, 5
 
 
@@ -144,10 +147,24 @@ class FaceDetector:
         return boxes[order][:max_faces]
 
 
-def crop_box(face_box: np.ndarray) -> tuple[float, float, float, float]:
-    """The region around a Haar box framed the way the training images are."""
+def crop_box(face_box: np.ndarray, crop: tuple[float, float, float, float] = TRAINING_IMAGE_CROP
+             ) -> tuple[float, float, float, float]:
+    """The region (x, y, w, h) around a Haar box that the network is shown."""
     x, y, w, h = face_box
-    return (x + CROP_LEFT * w, y + CROP_TOP * h, CROP_WIDTH * w, CROP_HEIGHT * h)
+    left, top, width, height = crop
+    return (x + left * w, y + top * h, width * w, height * h)
+
+
+def nearest_face_boxes(detector: FaceDetector, images: list[np.ndarray], keypoints: np.ndarray) -> np.ndarray:
+    """For each labelled image, the Haar box whose centre is nearest its keypoints'
+    centre: (N, 4), NaN where no face is found."""
+    nearest = np.full((len(images), 4), np.nan)
+    for index, (image, points) in enumerate(zip(images, keypoints)):
+        boxes = detector(image)
+        if len(boxes):
+            centres = boxes[:, :2] + boxes[:, 2:] / 2
+            nearest[index] = boxes[np.argmin(np.linalg.norm(centres - points.mean(axis=0), axis=1))]
+    return nearest
 
 
 def _forward(graph: nnx.GraphDef, state: nnx.State, images: jax.Array) -> jax.Array:
@@ -162,6 +179,7 @@ class KeypointModel:
         model.eval()
         self.graph, self.state = nnx.split(model)
         self.config = config or {}
+        self.crop = tuple(self.config.get("crop", TRAINING_IMAGE_CROP))
         self._forward = jax.jit(_forward, static_argnums=0)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -200,7 +218,7 @@ class FaceKeypointPipeline:
         rgb = load_photo(photo)
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         boxes = self.detector(gray, max_faces)
-        keypoints = self.model.keypoints_in_regions(gray, [crop_box(box) for box in boxes])
+        keypoints = self.model.keypoints_in_regions(gray, [crop_box(box, self.model.crop) for box in boxes])
         height, width = gray.shape
         return {
             "image": {"width": int(width), "height": int(height)},

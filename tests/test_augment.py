@@ -26,10 +26,19 @@ def face_with_dot_at(index: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return image, points
 
 
-def transform(image, points, augmentation, seed, want_flip):
+TIGHT_CROP = (-0.25, -0.1, 1.5, 1.5)
+
+
+def one_image_dataset(image, points, face_box=None):
+    boxes = None if face_box is None else np.array([face_box], np.float64)
+    return data.Dataset(["person_0001"], [image], points[None].astype(np.float32), boxes)
+
+
+def transform(image, points, augmentation, seed, want_flip, face_box=None, crop=None):
     rng = np.random.default_rng(seed)
+    dataset = one_image_dataset(image, points, face_box)
     for _ in range(100):  # draw until the flip coin lands as wanted
-        matrix, flipped = data.augmented_matrix(points, rng, augmentation)
+        matrix, flipped = data.augmented_matrix(dataset, 0, rng, augmentation, crop)
         if flipped == want_flip:
             return data.warp_to_input(image, matrix), data.target_keypoints(points, matrix, flipped)
     raise AssertionError("flip never came up as wanted")
@@ -57,11 +66,26 @@ def test_flipped_image_keeps_each_label_on_its_feature(feature):
 
 
 @pytest.mark.parametrize("seed", [2, 3, 4])
-def test_rotation_and_framing_jitter_move_image_and_keypoints_together(seed):
+@pytest.mark.parametrize("framed_by", ["keypoints", "haar box"])
+def test_rotation_and_framing_jitter_move_image_and_keypoints_together(seed, framed_by):
     image, points = face_with_dot_at(45, seed=seed)
+    face_box, crop = (None, None) if framed_by == "keypoints" else ((40.0, 50.0, 100.0, 100.0), TIGHT_CROP)
     augmentation = data.Augmentation(max_rotation_degrees=20, framing_jitter=1.0)
-    patch, targets = transform(image, points, augmentation, seed=seed, want_flip=False)
+    patch, targets = transform(image, points, augmentation, seed, want_flip=False, face_box=face_box, crop=crop)
     np.testing.assert_allclose(dot_position(patch), data.denormalize_keypoints(targets[45]), atol=1.0)
+
+
+def test_haar_box_framing_shows_the_crop_around_the_box():
+    image, points = face_with_dot_at(30)
+    dataset = one_image_dataset(image, points, (40.0, 50.0, 100.0, 100.0))
+    matrix = data.face_framing_matrix(dataset, 0, TIGHT_CROP)
+    # The crop (-0.25, -0.1, 1.5, 1.5) of that box spans x 15..165, y 40..190.
+    corners = data.apply_affine(matrix, np.array([[15.0, 40.0], [165.0, 190.0]]))
+    np.testing.assert_allclose(corners, [[0, 0], [224, 224]], atol=1e-9)
+    # Without a box (the detector missed the face) it frames from the keypoints.
+    no_box = one_image_dataset(image, points, (np.nan,) * 4)
+    np.testing.assert_allclose(data.face_framing_matrix(no_box, 0, TIGHT_CROP),
+                               data.detector_framing_matrix(points, crop=TIGHT_CROP))
 
 
 def test_detector_framing_matches_the_apps_crop_rule():
@@ -77,7 +101,7 @@ def test_photometric_jitter_changes_pixels_not_keypoints():
     image, points = face_with_dot_at(30)
     augmentation = data.Augmentation(brightness=0.2, contrast=0.2)
     rng = np.random.default_rng(0)
-    matrix, flipped = data.augmented_matrix(points, rng, augmentation)
+    matrix, flipped = data.augmented_matrix(one_image_dataset(image, points), 0, rng, augmentation)
     patch = data.warp_to_input(image, matrix)
     jittered = data.jitter_photometric(patch, np.random.default_rng(1), augmentation)
     assert not np.array_equal(patch, jittered) and jittered.dtype == np.uint8

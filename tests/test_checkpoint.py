@@ -69,7 +69,13 @@ def test_weights_setting_resolves_folders_and_rejects_nonsense(weights_dir, monk
 
 
 def test_bundled_weights_load_and_fit_a_space():
-    model, config = load_weights(BUNDLED_WEIGHTS)
-    assert config["network"] == "reference" and config["epochs_done"] >= 35
-    for path in BUNDLED_WEIGHTS.iterdir():
+    """checkpoints/ holds the best recipe's full run; checkpoints/reference/ the reference recipe's."""
+    _, best = load_weights(BUNDLED_WEIGHTS)
+    _, reference = load_weights(BUNDLED_WEIGHTS / "reference")
+    assert best["epochs_done"] == best["train_config"]["epochs"]
+    assert reference["network"] == "reference" and reference["epochs_done"] == 35
+    assert reference["train_config"]["batch_size"] == 16 and reference["train_config"]["learning_rate"] == 1e-3
+    for folder in (BUNDLED_WEIGHTS, BUNDLED_WEIGHTS / "reference"):
+        assert {"model.safetensors", "config.json", "metrics.jsonl", "README.md"} <= {p.name for p in folder.iterdir()}
+    for path in BUNDLED_WEIGHTS.rglob("*"):
         assert path.stat().st_size < 10_000_000, path

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxkp import data, draw, metrics
 from jaxkp.checkpoint import WeightsError, read_config, write_atomic
-from jaxkp.inference import FaceDetector, KeypointModel, crop_box
+from jaxkp.inference import FaceDetector, KeypointModel, crop_box, nearest_face_boxes
 from jaxkp.weights import load_model, resolve_weights
 
 
@@ -36,22 +36,16 @@ def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> np.ndarray:
 
 
 def predict_end_to_end(model: KeypointModel, dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """What the app does: Haar box -> training-style framing -> network -> pixels.
+    """What the app does: Haar box -> the model's crop -> network -> pixels.
 
     Returns (pixel keypoints, detected mask); where several faces are found the
     one whose box centre is nearest the true keypoints' centre is scored.
     """
-    detector = FaceDetector()
+    boxes = nearest_face_boxes(FaceDetector(), dataset.images, dataset.keypoints)
+    detected = np.isfinite(boxes[:, 0])
     predicted = np.zeros_like(dataset.keypoints, dtype=np.float64)
-    detected = np.zeros(len(dataset), bool)
-    for index, (image, truth) in enumerate(zip(dataset.images, dataset.keypoints)):
-        boxes = detector(image)
-        if len(boxes) == 0:
-            continue
-        centres = boxes[:, :2] + boxes[:, 2:] / 2
-        box = boxes[np.argmin(np.linalg.norm(centres - truth.mean(axis=0), axis=1))]
-        predicted[index] = model.keypoints_in_regions(image, [crop_box(box)])[0]
-        detected[index] = True
+    for index in np.flatnonzero(detected):
+        predicted[index] = model.keypoints_in_regions(dataset.images[index], [crop_box(boxes[index], model.crop)])[0]
     return predicted, detected
 
 

@@ -24,6 +24,7 @@ from safetensors.numpy import load_file, save
 from tqdm import tqdm
 
 from jaxkp import checkpoint, data, metrics
+from jaxkp.inference import FaceDetector, nearest_face_boxes
 from jaxkp.model import INPUT_SIZE, create_model
 from train.config import Config
 from train.plot import write_loss_curve
@@ -157,11 +158,11 @@ def make_mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int, framing: str = "whole"
-             ) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int, framing: str = "whole",
+             crop: tuple[float, float, float, float] | None = None) -> tuple[dict[str, float], np.ndarray]:
     """Validation metrics (MSE in normalised units, NME etc. in pixels) and pixel predictions."""
     predicted, squared_errors = [], []
-    for batch, valid in data.eval_batches(dataset, batch_size, framing):
+    for batch, valid in data.eval_batches(dataset, batch_size, framing, crop):
         normalised = trainer.predict(batch.images)[:valid]
         squared_errors.append(np.mean((normalised - batch.keypoints[:valid]) ** 2, axis=(1, 2)))
         for points, matrix in zip(normalised, batch.matrices[:valid]):
@@ -201,6 +202,13 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
     log(f"{len(train_set)} training / {len(val_set)} validation images "
         f"({len({data.person_of(n) for n in val_set.names})} validation people), {num_devices} device(s)")
 
+    if config.haar_boxes and config.augmentation is not None:
+        start = time.perf_counter()
+        dataset.face_boxes = nearest_face_boxes(FaceDetector(), dataset.images, dataset.keypoints)
+        train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
+        log(f"Haar boxes on {np.isfinite(dataset.face_boxes[:, 0]).mean():.1%} of the images "
+            f"in {time.perf_counter() - start:.0f} s; the rest are framed from their keypoints")
+
     steps = len(train_set) // config.batch_size
     trainer = Trainer(config, make_mesh(), steps)
     # The improved recipe frames faces as the detector does; validate the same way.
@@ -226,7 +234,7 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
         if config.augmentation is None:
             epoch_batches = data.train_batches(train_set, config.batch_size, rng, config.crop_min_fraction)
         else:
-            epoch_batches = data.augmented_batches(train_set, config.batch_size, rng, config.augmentation)
+            epoch_batches = data.augmented_batches(train_set, config.batch_size, rng, config.augmentation, config.crop)
         batches = data.prefetch(epoch_batches)
         losses = []
         start = time.perf_counter()
@@ -252,7 +260,7 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
         record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": round(train_seconds, 2),
                   "images_per_second": round(steps * config.batch_size / train_seconds, 1)}
         if len(val_set):
-            val_summary, _ = evaluate(trainer, val_set, eval_batch_size, framing)
+            val_summary, _ = evaluate(trainer, val_set, eval_batch_size, framing, config.crop)
             record.update(val_summary)
         records.append(record)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
@@ -267,7 +275,8 @@ def save_epoch(trainer: Trainer, config: Config, workdir: Path, epoch: int, reco
     meta = {"epochs_done": str(epoch), "train_config": json.dumps(config.to_dict())}
     checkpoint.write_atomic(workdir / TRAIN_STATE_FILE, save(trainer.state_arrays(), metadata=meta))
     model_config = checkpoint.model_config(
-        config.network, epochs_done=epoch, train_config=config.to_dict(), validation=records[-1]
+        config.network, epochs_done=epoch, train_config=config.to_dict(), validation=records[-1],
+        **({} if config.crop is None else {"crop": list(config.crop)}),
     )
     checkpoint.save_weights(trainer.model(), model_config, workdir)
     checkpoint.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
