@@ -1,15 +1,18 @@
 """Inference speed on this machine: model time per face, whole requests, cold start.
 
-    python benchmarks/inference_speed.py
+    python benchmarks/inference_speed.py [--weights checkpoints/reference]
 
 Model time: the jitted forward on a batch of fixed size, per face. Whole
 request: photo file -> decode -> detect -> crop -> network -> result dict, for
 a 640x480 photo with one face and with five. Cold start: a new Python process
-from start to the first answer with the bundled weights. Medians of repeats.
+from start to the first answer. Weights: --weights, else JAXKP_WEIGHTS, else
+the bundled ones. Medians of repeats.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -37,6 +40,11 @@ def median_ms(function, repeats: int) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", help="folder or Hub repo id")
+    args = parser.parse_args()
+    if args.weights:
+        os.environ["JAXKP_WEIGHTS"] = args.weights  # for the cold-start process too
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", COLD_START], cwd=ROOT, check=True, capture_output=True)
     cold = time.perf_counter() - start

@@ -34,8 +34,11 @@ def recipe_summary(train: dict[str, Any]) -> str:
     schedule = "a warmup-cosine schedule" if train.get("schedule") == "cosine" else "a constant learning rate"
     loss = {"mse": "MSE", "l1": "L1 loss", "wing": "Wing loss"}.get(train.get("loss", "mse"), train.get("loss"))
     if train.get("augmentation"):
-        framing = ("faces framed as the Haar detector frames them, with jitter of the measured spread, "
-                   "horizontal flips with the left/right point permutation, rotations and "
+        boxes = ("the Haar detector's own box on each image (a box placed on the keypoints where it "
+                 "found none)" if train.get("haar_boxes") else "a box placed on the keypoints as the Haar detector places it")
+        crop = train.get("crop") or "the training images' framing"
+        framing = (f"each face framed by {boxes}, cropped {crop} (left, top, width, height in box units) with "
+                   "jitter, horizontal flips with the left/right point permutation, rotations and "
                    "brightness/contrast changes")
     else:
         framing = "a random crop before the rescale to 224x224"
@@ -54,8 +57,13 @@ def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: s
         ] if key in last
     ) or "| (no validation figures recorded) | |"
     recipe = ", ".join(f"{key} {value}" for key, value in train.items()) or "not recorded"
-    evaluated_on = ("validation faces framed as the Haar detector frames them (its median box)"
-                    if train.get("augmentation") else "whole validation images")
+    if not train.get("augmentation"):
+        evaluated_on = "whole validation images"
+    elif train.get("haar_boxes"):
+        evaluated_on = ("validation faces framed by their Haar boxes as the app frames them (the few the "
+                        "detector misses by a box placed on their keypoints)")
+    else:
+        evaluated_on = "validation faces framed by the median Haar box placed on their keypoints"
     return f"""---
 library_name: jaxkp
 pipeline_tag: keypoint-detection

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from jaxkp import load_pipeline
-from jaxkp.inference import BATCH_SIZES, ImageError, crop_box, load_photo
+from jaxkp.inference import BATCH_SIZES, TRAINING_IMAGE_CROP, ImageError, crop_box, load_photo
 from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +36,15 @@ def test_result_format_and_keypoints_on_the_face(pipeline):
     assert points[48:68, 1].mean() > points[27:36, 1].mean() > eyes[:, 1].mean()
     assert points[36:42, 0].mean() < points[42:48, 0].mean()
     assert np.all((points > [x - 0.3 * w, y - 0.3 * h]) & (points < [x + 1.3 * w, y + 1.5 * h]))
+
+
+def test_the_network_sees_the_crop_its_config_names(pipeline):
+    gray = cv2.cvtColor(load_photo(ASTRONAUT), cv2.COLOR_RGB2GRAY)
+    box = pipeline.detector(gray)[0]
+    crop = pipeline.model.crop
+    assert crop == tuple(pipeline.model.config.get("crop", TRAINING_IMAGE_CROP))
+    expected = pipeline.model.keypoints_in_regions(gray, [crop_box(box, crop)])[0]
+    np.testing.assert_allclose(pipeline(ASTRONAUT)["faces"][0]["keypoints"], expected, atol=0.006)
 
 
 def test_faces_are_ordered_largest_first(pipeline, tmp_path):
