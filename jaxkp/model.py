@@ -111,6 +111,13 @@ class ConvBlock(nnx.Module):
         return nnx.relu(self.bn(self.conv(x)))
 
 
+def space_to_depth(images: jax.Array, block: int = 4) -> jax.Array:
+    """(B, 224, 224, 1) -> (B, 56, 56, 16): each 4x4 patch becomes 16 channels."""
+    batch, size = images.shape[0], INPUT_SIZE // block
+    return (images.reshape(batch, size, block, size, block, 1).transpose(0, 1, 3, 2, 4, 5)
+            .reshape(batch, size, size, block * block))
+
+
 class CompactNet(nnx.Module):
     """A faster, stronger variant for CPU serving: space-to-depth, then strided conv blocks.
 
@@ -134,15 +141,62 @@ class CompactNet(nnx.Module):
 
     def __call__(self, images: jax.Array) -> jax.Array:
         batch = images.shape[0]
-        size = INPUT_SIZE // 4
-        x = images.reshape(batch, size, 4, size, 4, 1).transpose(0, 1, 3, 2, 4, 5).reshape(batch, size, size, 16)
+        x = space_to_depth(images)
         for block in self.blocks:
             x = block(x)
         x = self.drop(nnx.relu(self.fc1(x.reshape(batch, -1))))
         return self.fc2(x).reshape(batch, NUM_KEYPOINTS, 2)
 
 
-NETWORKS: dict[str, type[nnx.Module]] = {"reference": ReferenceNet, "compact": CompactNet}
+class ResidualBlock(nnx.Module):
+    """Two 3x3 conv-BatchNorm layers around an identity shortcut (He et al. 2016)."""
+
+    def __init__(self, channels: int, rngs: nnx.Rngs):
+        self.first = ConvBlock(channels, channels, 1, rngs)
+        self.conv = nnx.Conv(channels, channels, (3, 3), padding="SAME", use_bias=False,
+                             kernel_init=kaiming_normal, rngs=rngs)
+        self.bn = nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nnx.relu(x + self.bn(self.conv(self.first(x))))
+
+
+class ResidualNet(nnx.Module):
+    """CompactNet's input reshape and stride-2 stages with residual blocks in them:
+    the compact network underfits (its error on training people is close to its
+    validation error), and shortcuts let a deeper stack train. A 1x1 conv narrows
+    the last map before the dense head so the weights stay under 10 MB.
+
+    224x224x1 -> 56x56x16 -> 56x56x32 -> 28x28x64 (+1 block) -> 14x14x128 (+2)
+    -> 7x7x256 (+2) -> 7x7x64 -> 3136 -> 256 -> 136.
+    """
+
+    def __init__(self, rngs: nnx.Rngs, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 depths: tuple[int, ...] = (0, 1, 2, 2), head_channels: int = 64):
+        layers: list[nnx.Module] = []
+        channels = 16
+        for stage, (width, depth) in enumerate(zip(widths, depths)):
+            layers.append(ConvBlock(channels, width, 1 if stage == 0 else 2, rngs))
+            layers.extend(ResidualBlock(width, rngs) for _ in range(depth))
+            channels = width
+        self.blocks = nnx.List(layers)
+        self.narrow = nnx.Conv(channels, head_channels, (1, 1), use_bias=False, kernel_init=kaiming_normal, rngs=rngs)
+        self.narrow_bn = nnx.BatchNorm(head_channels, momentum=0.9, epsilon=1e-5, rngs=rngs)
+        self.fc1 = nnx.Linear(7 * 7 * head_channels, 256, kernel_init=torch_linear_init, rngs=rngs)
+        self.drop = nnx.Dropout(0.2, rngs=rngs)
+        self.fc2 = nnx.Linear(256, 2 * NUM_KEYPOINTS, kernel_init=torch_linear_init, rngs=rngs)
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        batch = images.shape[0]
+        x = space_to_depth(images)
+        for block in self.blocks:
+            x = block(x)
+        x = nnx.relu(self.narrow_bn(self.narrow(x)))
+        x = self.drop(nnx.relu(self.fc1(x.reshape(batch, -1))))
+        return self.fc2(x).reshape(batch, NUM_KEYPOINTS, 2)
+
+
+NETWORKS: dict[str, type[nnx.Module]] = {"reference": ReferenceNet, "compact": CompactNet, "residual": ResidualNet}
 
 
 def create_model(network: str, seed: int = 0) -> nnx.Module:

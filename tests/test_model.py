@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxkp.model import ReferenceNet, _pool_3x3, count_params, create_model, max_pool_3x3
@@ -71,16 +72,17 @@ def test_networks_are_registered_by_name():
         raise AssertionError("unknown network accepted")
 
 
-def test_compact_net_shapes_and_weights_fit_a_space(tmp_path):
+@pytest.mark.parametrize("network", ["compact", "residual"])
+def test_variant_shapes_and_weights_fit_a_space(tmp_path, network):
     from jaxkp import checkpoint
 
-    model = create_model("compact")
+    model = create_model(network)
     model.eval()
     assert model(jnp.zeros((3, 224, 224, 1))).shape == (3, 68, 2)
-    checkpoint.save_weights(model, checkpoint.model_config("compact"), tmp_path)
+    checkpoint.save_weights(model, checkpoint.model_config(network), tmp_path)
     assert (tmp_path / "model.safetensors").stat().st_size < 10_000_000
     loaded, config = checkpoint.load_weights(tmp_path)
-    assert config["network"] == "compact"
+    assert config["network"] == network
     images = jax.random.uniform(jax.random.key(0), (2, 224, 224, 1), minval=-1, maxval=1)
     np.testing.assert_allclose(loaded(images), model(images), atol=2e-2)
 
