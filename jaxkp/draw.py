@@ -79,7 +79,7 @@ def face_crops(rgb: np.ndarray, result: dict, crop: tuple[float, float, float, f
     for face in result["faces"]:
         x, y, w, h = crop_box(np.asarray(face["box"]), crop)
         matrix = np.array([[size / w, 0, -x * size / w], [0, size / h, -y * size / h]])
-        crop = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
+        region = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
         points = np.asarray(face["keypoints"]) @ matrix[:, :2].T + matrix[:, 2]
-        crops.append(draw_keypoints(crop, points, radius=2))
+        crops.append(draw_keypoints(region, points, radius=2))
     return crops
