@@ -1,9 +1,11 @@
 """Training throughput: the bare jitted step, and the whole loop with the input pipeline.
 
-    python benchmarks/train_speed.py --data-dir ../shared/data/youtube-faces-keypoints
+    python benchmarks/train_speed.py --data-dir ../shared/data/youtube-faces-keypoints [--config improved-haar]
 
-Prints images/s (median of repeats) for batch 16 on every local device. Without
---data-dir the whole-loop figure uses generated images of the data's median size.
+Prints images/s (median of repeats) for the recipe's batch size (or --batch-size)
+on every local device, and what a full run of the recipe would take at that rate.
+Without --data-dir the whole-loop figure uses generated images of the data's
+median size.
 """
 
 from __future__ import annotations
@@ -27,12 +29,22 @@ from train.train import Trainer, make_mesh  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--config", default="reference", choices=sorted(CONFIGS))
+    parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    config = CONFIGS["reference"].replace(batch_size=args.batch_size)
+    config = CONFIGS[args.config]
+    config = config.replace(batch_size=args.batch_size or config.batch_size)
+    args.batch_size = config.batch_size
     trainer = Trainer(config, make_mesh())
+
+    def epoch_batches(dataset: data.Dataset, seed: int):
+        rng = np.random.default_rng(seed)
+        if config.augmentation is None:
+            return data.train_batches(dataset, config.batch_size, rng, config.crop_min_fraction)
+        return data.augmented_batches(dataset, config.batch_size, rng, config.augmentation, config.crop)
+
     if args.data_dir:
         dataset = data.load_dataset(args.data_dir, limit=args.batch_size * args.steps)
     else:
@@ -41,7 +53,7 @@ def main() -> None:
         dataset = data.Dataset([f"p_{i}.jpg" for i in range(count)],
                                [rng.integers(0, 255, (201, 184), np.uint8) for _ in range(count)],
                                rng.uniform(20, 160, (count, 68, 2)).astype(np.float32))
-    batch = next(data.train_batches(dataset, args.batch_size, np.random.default_rng(0), 0.9))
+    batch = next(epoch_batches(dataset, 0))
     trainer.step(batch.images, batch.keypoints).block_until_ready()  # compile
 
     bare = []
@@ -55,7 +67,7 @@ def main() -> None:
     loop = []
     for repeat in range(args.repeats):
         start = time.perf_counter()
-        batches = data.prefetch(data.train_batches(dataset, args.batch_size, np.random.default_rng(repeat), 0.9))
+        batches = data.prefetch(epoch_batches(dataset, repeat))
         steps = 0
         for batch in batches:
             loss = trainer.step(batch.images, batch.keypoints)
@@ -64,11 +76,12 @@ def main() -> None:
         loop.append(steps * args.batch_size / (time.perf_counter() - start))
 
     devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-    print(f"devices: {devices}; batch {args.batch_size}")
+    print(f"recipe {args.config} ({config.network} network); devices: {devices}; batch {args.batch_size}")
     print(f"bare jitted step: {statistics.median(bare):.1f} images/s (median of {args.repeats})")
     print(f"whole loop with input pipeline: {statistics.median(loop):.1f} images/s (median of {args.repeats})")
     epoch_images = 3100  # training images after the person-disjoint validation split
-    print(f"-> 35 epochs of {epoch_images} images: {35 * epoch_images / statistics.median(loop) / 60:.1f} min")
+    minutes = config.epochs * epoch_images / statistics.median(loop) / 60
+    print(f"-> {config.epochs} epochs of {epoch_images} images: {minutes:.1f} min")
 
 
 if __name__ == "__main__":
