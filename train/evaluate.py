@@ -3,10 +3,13 @@
 Prints NME (mean point error over the outer-eye-corner distance) mean and
 median, failure rates at NME > 0.08 and > 0.10, and the RMS point error in
 pixels; writes a grid of images with the truth in green and the predictions
-in magenta. Each image is shown to the network whole (the evaluation
-transform), or with `--end-to-end` found by the Haar detector and framed as
-the app frames it (then the detection rate is printed and the metrics cover
-the detected images). `--split training --val-only` scores the
+in magenta. By default each image is shown to the network as its training
+validated it: whole (the reference recipe's evaluation transform), or, for
+the detector-framed recipes, framed by its Haar box (by a box placed on its
+keypoints where the detector finds none, or always for a recipe that trained
+on placed boxes). With `--end-to-end` the face is found by the Haar detector
+and framed as the app frames it; then the detection rate is printed and the
+metrics cover the detected images only. `--split training --val-only` scores the
 person-disjoint validation split of the run that made the weights.
 """
 
@@ -28,8 +31,15 @@ from jaxkp.weights import load_model, resolve_weights
 
 
 def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> np.ndarray:
-    """Pixel keypoints (N, 68, 2) for whole images under the evaluation transform."""
-    matrices = [data.full_image_matrix(image) for image in dataset.images]
+    """Pixel keypoints (N, 68, 2), each image framed as the model's training validated."""
+    train_config = model.config.get("train_config", {})
+    if train_config.get("augmentation"):
+        if train_config.get("haar_boxes"):
+            boxes = nearest_face_boxes(FaceDetector(), dataset.images, dataset.keypoints)
+            dataset = data.Dataset(dataset.names, dataset.images, dataset.keypoints, boxes)
+        matrices = [data.face_framing_matrix(dataset, i, model.crop) for i in range(len(dataset))]
+    else:
+        matrices = [data.full_image_matrix(image) for image in dataset.images]
     patches = np.stack([data.warp_to_input(image, m) for image, m in zip(dataset.images, matrices)])
     normalised = model(patches)
     return np.stack([data.keypoints_to_image(points, m) for points, m in zip(normalised, matrices)])
@@ -80,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-only", action="store_true",
                         help="score only the validation people of the run that made the weights")
     parser.add_argument("--end-to-end", action="store_true",
-                        help="find the face with the Haar detector and crop as the app does (default: whole image)")
+                        help="find the face with the Haar detector and crop as the app does "
+                             "(default: frame each image as the training validated)")
     parser.add_argument("--grid", type=Path, help="write a PNG grid of predictions here")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args(argv)
