@@ -270,10 +270,10 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
 
 
 def save_epoch(trainer: Trainer, config: Config, workdir: Path, epoch: int, records: list[dict[str, Any]]) -> None:
-    """Writes the epoch's files. Resuming reads only train_state.safetensors, whose
-    metadata carries the epoch count, so a kill between two writes is harmless."""
-    meta = {"epochs_done": str(epoch), "train_config": json.dumps(config.to_dict())}
-    checkpoint.write_atomic(workdir / TRAIN_STATE_FILE, save(trainer.state_arrays(), metadata=meta))
+    """Writes the epoch's files, each atomically. train_state.safetensors goes last:
+    resuming reads only it (its metadata carries the epoch count), so once it
+    exists the other files do too, and a kill between two writes only makes the
+    same command redo that epoch."""
     model_config = checkpoint.model_config(
         config.network, epochs_done=epoch, train_config=config.to_dict(), validation=records[-1],
         **({} if config.crop is None else {"crop": list(config.crop)}),
@@ -281,6 +281,8 @@ def save_epoch(trainer: Trainer, config: Config, workdir: Path, epoch: int, reco
     checkpoint.save_weights(trainer.model(), model_config, workdir)
     checkpoint.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
     write_loss_curve(records, workdir / "loss_curve.png", config.loss)
+    meta = {"epochs_done": str(epoch), "train_config": json.dumps(config.to_dict())}
+    checkpoint.write_atomic(workdir / TRAIN_STATE_FILE, save(trainer.state_arrays(), metadata=meta))
 
 
 def log(message: str) -> None:
