@@ -46,8 +46,9 @@ def test_evaluate_cli_names_a_missing_folder(tmp_path):
 
 
 def test_bundled_weights_on_real_validation_people(real_data_dir, tmp_path):
-    """The shipped checkpoint on the people its run held out, whole images and end to end."""
-    for extra, limit in (([], 0.25), (["--end-to-end"], 0.25)):
+    """The shipped checkpoint on the people its run held out, framed as its training
+    validated and end to end: it must stay ahead of the reference recipe (0.107 end to end)."""
+    for extra, limit in (([], 0.08), (["--end-to-end"], 0.08)):
         result = subprocess.run(
             [sys.executable, "-m", "train.evaluate", "--data-dir", str(real_data_dir), "--split", "training",
              "--val-only", "--json", str(tmp_path / "figures.json"), *extra],
@@ -58,4 +59,4 @@ def test_bundled_weights_on_real_validation_people(real_data_dir, tmp_path):
         assert figures["images"] > 200
         assert figures["nme_mean"] < limit, figures
         if extra:
-            assert figures["detection_rate"] > 0.9
+            assert figures["detection_rate"] > 0.95
