@@ -61,15 +61,20 @@ def predict_end_to_end(model: KeypointModel, dataset: data.Dataset) -> tuple[np.
 
 def evaluate_folder(
     model: KeypointModel, dataset: data.Dataset, grid_path: Path | None = None, grid_size: int = 16,
-    end_to_end: bool = False,
+    end_to_end: bool = False, worst: int = 5,
 ) -> dict[str, Any]:
+    """The figures of `metrics.summarize`, plus the `worst` images by NME (the mean is sensitive to them)."""
     if end_to_end:
         predicted, detected = predict_end_to_end(model, dataset)
-        summary = {"detection_rate": float(detected.mean()),
-                   **metrics.summarize(predicted[detected], dataset.keypoints[detected])}
+        summary = {"detection_rate": float(detected.mean())}
     else:
         predicted = predict_dataset(model, dataset)
-        summary = metrics.summarize(predicted, dataset.keypoints)
+        detected = np.ones(len(dataset), dtype=bool)
+        summary = {}
+    summary |= metrics.summarize(predicted[detected], dataset.keypoints[detected])
+    scored = np.flatnonzero(detected)
+    nme = metrics.nme_per_image(predicted[scored], dataset.keypoints[scored])
+    summary["worst"] = [{"image": dataset.names[scored[i]], "nme": float(nme[i])} for i in np.argsort(-nme)[:worst]]
     if grid_path is not None:
         cells = []
         for index in np.linspace(0, len(dataset) - 1, min(grid_size, len(dataset))).astype(int):
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: frame each image as the training validated)")
     parser.add_argument("--grid", type=Path, help="write a PNG grid of predictions here")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--worst", type=int, default=5, help="list this many worst images by NME (default 5)")
     args = parser.parse_args(argv)
     try:
         weights_dir = resolve_weights(args.weights)
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise WeightsError(f"{weights_dir}/config.json records no training split to take validation from")
             _, val_idx = data.split_by_person(dataset.names, train_config["val_fraction"], train_config["seed"])
             dataset = dataset.subset(val_idx)
-        summary = evaluate_folder(model, dataset, args.grid, end_to_end=args.end_to_end)
+        summary = evaluate_folder(model, dataset, args.grid, end_to_end=args.end_to_end, worst=args.worst)
     except (data.DataError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
