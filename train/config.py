@@ -73,9 +73,9 @@ CONFIGS: dict[str, Config] = {
         augmentation=Augmentation(flip=True, max_rotation_degrees=15, framing_jitter=0.5, brightness=0.2,
                                   contrast=0.3),
     ),
-    # "improved-haar" on the deeper residual network.
+    # "improved-haar" on the deeper residual network, trained longer (45 epochs: val NME 0.069, 65: 0.064).
     "residual-haar": Config(
-        network="residual", epochs=45, batch_size=32, learning_rate=2e-3, loss="wing", schedule="cosine",
+        network="residual", epochs=65, batch_size=32, learning_rate=2e-3, loss="wing", schedule="cosine",
         warmup_epochs=2, weight_decay=1e-4, haar_boxes=True, crop=(-0.25, -0.1, 1.5, 1.5),
         augmentation=Augmentation(flip=True, max_rotation_degrees=15, framing_jitter=0.5, brightness=0.2,
                                   contrast=0.3),
