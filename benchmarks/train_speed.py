@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from jaxkp import data  # noqa: E402
 from train.config import CONFIGS  # noqa: E402
-from train.train import Trainer, make_mesh  # noqa: E402
+from train.train import Trainer, epoch_batches, make_mesh  # noqa: E402
 
 
 def main() -> None:
@@ -39,12 +39,6 @@ def main() -> None:
     args.batch_size = config.batch_size
     trainer = Trainer(config, make_mesh())
 
-    def epoch_batches(dataset: data.Dataset, seed: int):
-        rng = np.random.default_rng(seed)
-        if config.augmentation is None:
-            return data.train_batches(dataset, config.batch_size, rng, config.crop_min_fraction)
-        return data.augmented_batches(dataset, config.batch_size, rng, config.augmentation, config.crop)
-
     if args.data_dir:
         dataset = data.load_dataset(args.data_dir, limit=args.batch_size * args.steps)
     else:
@@ -53,7 +47,7 @@ def main() -> None:
         dataset = data.Dataset([f"p_{i}.jpg" for i in range(count)],
                                [rng.integers(0, 255, (201, 184), np.uint8) for _ in range(count)],
                                rng.uniform(20, 160, (count, 68, 2)).astype(np.float32))
-    batch = next(epoch_batches(dataset, 0))
+    batch = next(epoch_batches(config, dataset, np.random.default_rng(0)))
     trainer.step(batch.images, batch.keypoints).block_until_ready()  # compile
 
     bare = []
@@ -67,7 +61,7 @@ def main() -> None:
     loop = []
     for repeat in range(args.repeats):
         start = time.perf_counter()
-        batches = data.prefetch(epoch_batches(dataset, repeat))
+        batches = data.prefetch(epoch_batches(config, dataset, np.random.default_rng(repeat)))
         steps = 0
         for batch in batches:
             loss = trainer.step(batch.images, batch.keypoints)

@@ -135,15 +135,21 @@ class CompactNet(nnx.Module):
             ConvBlock(w1, w2, 2, rngs), ConvBlock(w2, w2, 1, rngs),
             ConvBlock(w2, w3, 2, rngs), ConvBlock(w3, w3, 1, rngs),
         ])
-        self.fc1 = nnx.Linear(7 * 7 * w3, 256, kernel_init=torch_linear_init, rngs=rngs)
+        self.init_head(7 * 7 * w3, rngs)
+
+    def init_head(self, features: int, rngs: nnx.Rngs) -> None:
+        self.fc1 = nnx.Linear(features, 256, kernel_init=torch_linear_init, rngs=rngs)
         self.drop = nnx.Dropout(0.2, rngs=rngs)
         self.fc2 = nnx.Linear(256, 2 * NUM_KEYPOINTS, kernel_init=torch_linear_init, rngs=rngs)
 
-    def __call__(self, images: jax.Array) -> jax.Array:
-        batch = images.shape[0]
-        x = space_to_depth(images)
+    def features(self, x: jax.Array) -> jax.Array:
         for block in self.blocks:
             x = block(x)
+        return x
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        batch = images.shape[0]
+        x = self.features(space_to_depth(images))
         x = self.drop(nnx.relu(self.fc1(x.reshape(batch, -1))))
         return self.fc2(x).reshape(batch, NUM_KEYPOINTS, 2)
 
@@ -161,7 +167,7 @@ class ResidualBlock(nnx.Module):
         return nnx.relu(x + self.bn(self.conv(self.first(x))))
 
 
-class ResidualNet(nnx.Module):
+class ResidualNet(CompactNet):
     """CompactNet's input reshape and stride-2 stages with residual blocks in them:
     the compact network underfits (its error on training people is close to its
     validation error), and shortcuts let a deeper stack train. A 1x1 conv narrows
@@ -182,18 +188,10 @@ class ResidualNet(nnx.Module):
         self.blocks = nnx.List(layers)
         self.narrow = nnx.Conv(channels, head_channels, (1, 1), use_bias=False, kernel_init=kaiming_normal, rngs=rngs)
         self.narrow_bn = nnx.BatchNorm(head_channels, momentum=0.9, epsilon=1e-5, rngs=rngs)
-        self.fc1 = nnx.Linear(7 * 7 * head_channels, 256, kernel_init=torch_linear_init, rngs=rngs)
-        self.drop = nnx.Dropout(0.2, rngs=rngs)
-        self.fc2 = nnx.Linear(256, 2 * NUM_KEYPOINTS, kernel_init=torch_linear_init, rngs=rngs)
+        self.init_head(7 * 7 * head_channels, rngs)
 
-    def __call__(self, images: jax.Array) -> jax.Array:
-        batch = images.shape[0]
-        x = space_to_depth(images)
-        for block in self.blocks:
-            x = block(x)
-        x = nnx.relu(self.narrow_bn(self.narrow(x)))
-        x = self.drop(nnx.relu(self.fc1(x.reshape(batch, -1))))
-        return self.fc2(x).reshape(batch, NUM_KEYPOINTS, 2)
+    def features(self, x: jax.Array) -> jax.Array:
+        return nnx.relu(self.narrow_bn(self.narrow(super().features(x))))
 
 
 NETWORKS: dict[str, type[nnx.Module]] = {"reference": ReferenceNet, "compact": CompactNet, "residual": ResidualNet}

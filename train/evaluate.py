@@ -64,15 +64,14 @@ def evaluate_folder(
     end_to_end: bool = False, worst: int = 5,
 ) -> dict[str, Any]:
     """The figures of `metrics.summarize`, plus the `worst` images by NME (the mean is sensitive to them)."""
+    summary: dict[str, Any] = {}
     if end_to_end:
         predicted, detected = predict_end_to_end(model, dataset)
-        summary = {"detection_rate": float(detected.mean())}
+        summary["detection_rate"] = float(detected.mean())
     else:
-        predicted = predict_dataset(model, dataset)
-        detected = np.ones(len(dataset), dtype=bool)
-        summary = {}
-    summary |= metrics.summarize(predicted[detected], dataset.keypoints[detected])
+        predicted, detected = predict_dataset(model, dataset), np.ones(len(dataset), dtype=bool)
     scored = np.flatnonzero(detected)
+    summary |= metrics.summarize(predicted[scored], dataset.keypoints[scored])
     nme = metrics.nme_per_image(predicted[scored], dataset.keypoints[scored])
     summary["worst"] = [{"image": dataset.names[scored[i]], "nme": float(nme[i])} for i in np.argsort(-nme)[:worst]]
     if grid_path is not None:

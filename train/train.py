@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,13 @@ def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int, framing: 
     return summary, predicted
 
 
+def epoch_batches(config: Config, dataset: data.Dataset, rng: np.random.Generator) -> Iterator[data.Batch]:
+    """One epoch of training batches: the reference's random crop, or the recipe's augmentation."""
+    if config.augmentation is None:
+        return data.train_batches(dataset, config.batch_size, rng, config.crop_min_fraction)
+    return data.augmented_batches(dataset, config.batch_size, rng, config.augmentation, config.crop)
+
+
 def read_metrics(workdir: Path, up_to_epoch: int) -> list[dict[str, Any]]:
     path = workdir / METRICS_FILE
     if not path.exists():
@@ -231,11 +239,7 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
     for epoch in range(start_epoch + 1, config.epochs + 1):
         # A fresh generator per epoch makes the data order independent of resumes.
         rng = np.random.default_rng([config.seed, epoch])
-        if config.augmentation is None:
-            epoch_batches = data.train_batches(train_set, config.batch_size, rng, config.crop_min_fraction)
-        else:
-            epoch_batches = data.augmented_batches(train_set, config.batch_size, rng, config.augmentation, config.crop)
-        batches = data.prefetch(epoch_batches)
+        batches = data.prefetch(epoch_batches(config, train_set, rng))
         losses = []
         start = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", file=sys.stderr,
