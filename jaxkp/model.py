@@ -194,7 +194,75 @@ class ResidualNet(CompactNet):
         return nnx.relu(self.narrow_bn(self.narrow(super().features(x))))
 
 
-NETWORKS: dict[str, type[nnx.Module]] = {"reference": ReferenceNet, "compact": CompactNet, "residual": ResidualNet}
+def upsample_2x(x: jax.Array) -> jax.Array:
+    """Nearest-neighbour 2x upsampling, NHWC."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def soft_argmax(logits: jax.Array) -> jax.Array:
+    """(B, H, W, K) heatmap logits -> (B, K, 2) expected (x, y) in [-1, 1] about the centre.
+
+    The expectation under a spatial softmax (integral regression, Sun et al.
+    2018) is differentiable and finer than the map's cells.
+    """
+    batch, height, width, keypoints = logits.shape
+    weights = jax.nn.softmax(logits.reshape(batch, height * width, keypoints), axis=1)
+    weights = weights.reshape(batch, height, width, keypoints)
+    # Cell i covers [i, i + 1) of the map, so its centre sits at (i + 0.5) / size.
+    xs = (jnp.arange(width) + 0.5) / width * 2 - 1
+    ys = (jnp.arange(height) + 0.5) / height * 2 - 1
+    x = jnp.einsum("bhwk,w->bk", weights, xs)
+    y = jnp.einsum("bhwk,h->bk", weights, ys)
+    return jnp.stack([x, y], axis=-1)
+
+
+class HeatmapNet(nnx.Module):
+    """ResidualNet's stages with a top-down decoder (as in feature pyramids) and one
+    heatmap per keypoint at 28x28, read out by soft-argmax. Regressing coordinates
+    through a dense layer makes the network learn where things are from scratch;
+    a heatmap keeps the convolutions' translation equivariance and lets the
+    28x28 map, which has fine detail, place each point while the 7x7 map, which
+    sees the whole face, says which point is which.
+
+    224x224x1 -> 56x56x16 -> 56x56x32 -> 28x28x64 -> 14x14x128 -> 7x7x256;
+    7 -> 14 -> 28 with 1x1 lateral convs from each stage, a conv block at 14
+    and 28, then 68 heatmaps of 28x28.
+    """
+
+    def __init__(self, rngs: nnx.Rngs, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 depths: tuple[int, ...] = (0, 1, 2, 2), decoder_channels: int = 64):
+        stages: list[nnx.List] = []
+        channels = 16
+        for stage, (width, depth) in enumerate(zip(widths, depths)):
+            layers = [ConvBlock(channels, width, 1 if stage == 0 else 2, rngs)]
+            layers.extend(ResidualBlock(width, rngs) for _ in range(depth))
+            stages.append(nnx.List(layers))
+            channels = width
+        self.stages = nnx.List(stages)
+        self.lateral = nnx.List([nnx.Conv(width, decoder_channels, (1, 1), kernel_init=kaiming_normal, rngs=rngs)
+                                 for width in widths[1:]])
+        self.merge = nnx.List([ConvBlock(decoder_channels, decoder_channels, 1, rngs) for _ in widths[2:]])
+        # No bias: the softmax over positions cancels a per-map constant.
+        self.heatmap = nnx.Conv(decoder_channels, NUM_KEYPOINTS, (1, 1), use_bias=False, rngs=rngs)
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        x = space_to_depth(images)
+        stage_outputs = []
+        for stage in self.stages:
+            for layer in stage:
+                x = layer(x)
+            stage_outputs.append(x)
+        # stage_outputs[1:] are the 28, 14 and 7 maps; walk them from coarse to fine.
+        fine_maps = stage_outputs[1:]
+        x = self.lateral[-1](fine_maps[-1])
+        for level in range(len(fine_maps) - 2, -1, -1):
+            x = self.merge[level](upsample_2x(x) + self.lateral[level](fine_maps[level]))
+        return soft_argmax(self.heatmap(x))
+
+
+NETWORKS: dict[str, type[nnx.Module]] = {
+    "reference": ReferenceNet, "compact": CompactNet, "residual": ResidualNet, "heatmap": HeatmapNet,
+}
 
 
 def create_model(network: str, seed: int = 0) -> nnx.Module:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxkp.model import ReferenceNet, _pool_3x3, count_params, create_model, max_pool_3x3
+from jaxkp.data import denormalize_keypoints
+from jaxkp.model import ReferenceNet, _pool_3x3, count_params, create_model, max_pool_3x3, soft_argmax
 
 
 def test_reference_net_shapes_and_parameter_count():
@@ -72,7 +73,7 @@ def test_networks_are_registered_by_name():
         raise AssertionError("unknown network accepted")
 
 
-@pytest.mark.parametrize("network", ["compact", "residual"])
+@pytest.mark.parametrize("network", ["compact", "residual", "heatmap"])
 def test_variant_shapes_and_weights_fit_a_space(tmp_path, network):
     from jaxkp import checkpoint
 
@@ -85,6 +86,18 @@ def test_variant_shapes_and_weights_fit_a_space(tmp_path, network):
     assert config["network"] == network
     images = jax.random.uniform(jax.random.key(0), (2, 224, 224, 1), minval=-1, maxval=1)
     np.testing.assert_allclose(loaded(images), model(images), atol=2e-2)
+
+
+def test_soft_argmax_reads_a_peak_as_its_cell_centre_in_input_pixels():
+    logits = np.full((1, 28, 28, 3), -1e4, np.float32)
+    logits[0, 5, 20, 0] = 0.0  # row 5, column 20: one sharp peak
+    logits[0, 0, 0, 1] = 0.0  # the top-left cell
+    logits[0, 10, 3, 2] = logits[0, 10, 4, 2] = 0.0  # two equal peaks side by side
+    pixels = denormalize_keypoints(np.asarray(soft_argmax(jnp.asarray(logits)))[0])
+    # A 28x28 map over the 224-pixel input: cell i spans pixels [8i, 8i + 8).
+    np.testing.assert_allclose(pixels, [[20.5 * 8, 5.5 * 8], [4.0, 4.0], [4.0 * 8, 10.5 * 8]], atol=1e-3)
+    # Flat logits put every point at the centre.
+    np.testing.assert_allclose(soft_argmax(jnp.zeros((2, 28, 28, 68))), 0.0, atol=1e-6)
 
 
 def test_wing_loss_is_log_near_zero_linear_beyond_and_continuous():

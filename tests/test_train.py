@@ -39,6 +39,24 @@ def test_one_training_step_on_generated_data(synthetic_data_dir):
     assert last < loss
 
 
+
+def test_heatmap_recipe_step_reaches_every_parameter(synthetic_data_dir):
+    """The shipped recipe's network: the soft-argmax passes gradient to the decoder, the
+    lateral convs and the first stage, and repeated steps on one augmented batch fit it."""
+    config = CONFIGS["heatmap-haar"].replace(batch_size=8)
+    dataset = data.load_dataset(synthetic_data_dir)
+    batch = next(data.augmented_batches(dataset, 8, np.random.default_rng(0), config.augmentation, config.crop))
+    trainer = Trainer(config, make_mesh())
+    before = flat_params(trainer)
+    loss = float(trainer.step(batch.images, batch.keypoints))
+    trainer.step(batch.images, batch.keypoints)  # the warmup's first step has learning rate 0
+    after = flat_params(trainer)
+    unchanged = [name for name in before if np.array_equal(before[name], after[name])]
+    assert np.isfinite(loss) and not unchanged, unchanged
+    for _ in range(15):
+        last = float(trainer.step(batch.images, batch.keypoints))
+    assert last < loss
+
 def test_resumed_run_equals_uninterrupted_run(synthetic_data_dir, tmp_path):
     config = TINY.replace(epochs=2)
     straight = train_and_evaluate(config, synthetic_data_dir, tmp_path / "straight")
