@@ -49,8 +49,9 @@ def test_evaluate_cli_names_a_missing_folder(tmp_path):
 
 def test_bundled_weights_on_real_validation_people(real_data_dir, tmp_path):
     """The shipped checkpoint on the people its run held out, framed as its training
-    validated and end to end: it must stay ahead of the reference recipe (0.107 end to end)."""
-    for extra, limit in (([], 0.08), (["--end-to-end"], 0.08)):
+    validated and end to end: it must stay ahead of dlib (0.0635 end to end) and of the
+    weights it replaced (residual-haar, 0.0644); it scores 0.048."""
+    for extra, limit in (([], 0.06), (["--end-to-end"], 0.06)):
         result = subprocess.run(
             [sys.executable, "-m", "train.evaluate", "--data-dir", str(real_data_dir), "--split", "training",
              "--val-only", "--json", str(tmp_path / "figures.json"), *extra],
