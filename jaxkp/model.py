@@ -167,6 +167,17 @@ class ResidualBlock(nnx.Module):
         return nnx.relu(x + self.bn(self.conv(self.first(x))))
 
 
+def residual_stages(widths: tuple[int, ...], depths: tuple[int, ...], rngs: nnx.Rngs) -> list[list[nnx.Module]]:
+    """The layers of each stage on the 16-channel space-to-depth map: a conv block
+    (stride 2 after the first stage), then `depth` residual blocks."""
+    stages, channels = [], 16
+    for stage, (width, depth) in enumerate(zip(widths, depths)):
+        stride = 1 if stage == 0 else 2
+        stages.append([ConvBlock(channels, width, stride, rngs), *(ResidualBlock(width, rngs) for _ in range(depth))])
+        channels = width
+    return stages
+
+
 class ResidualNet(CompactNet):
     """CompactNet's input reshape and stride-2 stages with residual blocks in them:
     the compact network underfits (its error on training people is close to its
@@ -179,14 +190,8 @@ class ResidualNet(CompactNet):
 
     def __init__(self, rngs: nnx.Rngs, widths: tuple[int, ...] = (32, 64, 128, 256),
                  depths: tuple[int, ...] = (0, 1, 2, 2), head_channels: int = 64):
-        layers: list[nnx.Module] = []
-        channels = 16
-        for stage, (width, depth) in enumerate(zip(widths, depths)):
-            layers.append(ConvBlock(channels, width, 1 if stage == 0 else 2, rngs))
-            layers.extend(ResidualBlock(width, rngs) for _ in range(depth))
-            channels = width
-        self.blocks = nnx.List(layers)
-        self.narrow = nnx.Conv(channels, head_channels, (1, 1), use_bias=False, kernel_init=kaiming_normal, rngs=rngs)
+        self.blocks = nnx.List([layer for stage in residual_stages(widths, depths, rngs) for layer in stage])
+        self.narrow = nnx.Conv(widths[-1], head_channels, (1, 1), use_bias=False, kernel_init=kaiming_normal, rngs=rngs)
         self.narrow_bn = nnx.BatchNorm(head_channels, momentum=0.9, epsilon=1e-5, rngs=rngs)
         self.init_head(7 * 7 * head_channels, rngs)
 
@@ -231,14 +236,7 @@ class HeatmapNet(nnx.Module):
 
     def __init__(self, rngs: nnx.Rngs, widths: tuple[int, ...] = (32, 64, 128, 256),
                  depths: tuple[int, ...] = (0, 1, 2, 2), decoder_channels: int = 64):
-        stages: list[nnx.List] = []
-        channels = 16
-        for stage, (width, depth) in enumerate(zip(widths, depths)):
-            layers = [ConvBlock(channels, width, 1 if stage == 0 else 2, rngs)]
-            layers.extend(ResidualBlock(width, rngs) for _ in range(depth))
-            stages.append(nnx.List(layers))
-            channels = width
-        self.stages = nnx.List(stages)
+        self.stages = nnx.List([nnx.List(stage) for stage in residual_stages(widths, depths, rngs)])
         self.lateral = nnx.List([nnx.Conv(width, decoder_channels, (1, 1), kernel_init=kaiming_normal, rngs=rngs)
                                  for width in widths[1:]])
         self.merge = nnx.List([ConvBlock(decoder_channels, decoder_channels, 1, rngs) for _ in widths[2:]])

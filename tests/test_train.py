@@ -39,7 +39,6 @@ def test_one_training_step_on_generated_data(synthetic_data_dir):
     assert last < loss
 
 
-
 def test_heatmap_recipe_step_reaches_every_parameter(synthetic_data_dir):
     """The shipped recipe's network: the soft-argmax passes gradient to the decoder, the
     lateral convs and the first stage, and repeated steps on one augmented batch fit it."""
@@ -56,6 +55,7 @@ def test_heatmap_recipe_step_reaches_every_parameter(synthetic_data_dir):
     for _ in range(15):
         last = float(trainer.step(batch.images, batch.keypoints))
     assert last < loss
+
 
 def test_resumed_run_equals_uninterrupted_run(synthetic_data_dir, tmp_path):
     config = TINY.replace(epochs=2)
