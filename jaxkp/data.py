@@ -38,9 +38,15 @@ class Dataset:
     keypoints: np.ndarray  # (N, 68, 2) float32, original-image pixels
     # (N, 4) Haar boxes x, y, w, h (NaN where none was found), when a recipe frames by them.
     face_boxes: np.ndarray | None = None
+    # (N,) index of the data set (the recipe's `datasets` order) each example came from;
+    # None: all from one.
+    sources: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def source_ids(self) -> np.ndarray:
+        return np.zeros(len(self), np.int32) if self.sources is None else self.sources
 
     def subset(self, indices: np.ndarray) -> Dataset:
         return Dataset(
@@ -48,6 +54,19 @@ class Dataset:
             [self.images[i] for i in indices],
             self.keypoints[indices],
             None if self.face_boxes is None else self.face_boxes[indices],
+            None if self.sources is None else self.sources[indices],
+        )
+
+    @staticmethod
+    def concatenate(parts: list[Dataset]) -> Dataset:
+        """One dataset from several, each example tagged with its part's index in `sources`."""
+        boxes = [part.face_boxes for part in parts]
+        return Dataset(
+            [name for part in parts for name in part.names],
+            [image for part in parts for image in part.images],
+            np.concatenate([part.keypoints for part in parts]),
+            None if any(b is None for b in boxes) else np.concatenate(boxes),
+            np.concatenate([np.full(len(part), index, np.int32) for index, part in enumerate(parts)]),
         )
 
 
@@ -113,13 +132,22 @@ def person_of(name: str) -> str:
     return Path(name).stem.rsplit("_", 1)[0]
 
 
-def split_by_person(names: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays (train, val) such that no person appears in both."""
-    people = sorted({person_of(name) for name in names})
+# How a data set's validation split is held out: by person (video frames, several
+# per person, named `<First_Last>_<frame>`) or by photo (each photo its own person).
+HOLDOUTS = {"person": person_of, "photo": lambda name: Path(name).stem}
+
+
+def split_by_person(names: list[str], val_fraction: float, seed: int, holdout: str = "person"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (train, val) such that no person (as `holdout` names them) appears in both."""
+    if holdout not in HOLDOUTS:
+        raise ValueError(f"unknown holdout {holdout!r}; choose one of {sorted(HOLDOUTS)}")
+    identity = HOLDOUTS[holdout]
+    people = sorted({identity(name) for name in names})
     rng = np.random.default_rng(seed)
     num_val = max(1, round(val_fraction * len(people))) if val_fraction > 0 else 0
     val_people = set(rng.permutation(people)[:num_val].tolist())
-    is_val = np.array([person_of(name) in val_people for name in names])
+    is_val = np.array([identity(name) in val_people for name in names])
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
@@ -226,6 +254,12 @@ class Augmentation:
     framing_jitter: float = 0.0  # in units of the measured spread of detector boxes
     brightness: float = 0.0  # +- fraction of the range
     contrast: float = 0.0  # +- fraction
+    # Real-photo degradations, each applied with this probability: Gaussian blur
+    # (sigma up to 2 input pixels), JPEG re-encoding (quality 20..90), and a random
+    # occluding patch (up to 40% of the side, flat or noise) as hands and glasses do.
+    blur: float = 0.0
+    jpeg: float = 0.0
+    occlusion: float = 0.0
 
 
 def detector_box(points: np.ndarray, offsets: np.ndarray) -> tuple[float, float, float, float]:
@@ -303,6 +337,24 @@ def jitter_photometric(patch: np.ndarray, rng: np.random.Generator, augmentation
     return np.clip((patch - mean) * contrast + mean + brightness, 0, 255).astype(np.uint8)
 
 
+def degrade(patch: np.ndarray, rng: np.random.Generator, augmentation: Augmentation) -> np.ndarray:
+    """Blur, JPEG artefacts and occlusion, each with its probability; keypoints do not move."""
+    if augmentation.blur and rng.random() < augmentation.blur:
+        patch = cv2.GaussianBlur(patch, (0, 0), rng.uniform(0.5, 2.0))
+    if augmentation.jpeg and rng.random() < augmentation.jpeg:
+        quality = int(rng.integers(20, 91))
+        patch = cv2.imdecode(cv2.imencode(".jpg", patch, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
+    if augmentation.occlusion and rng.random() < augmentation.occlusion:
+        height, width = (rng.uniform(0.1, 0.4, size=2) * INPUT_SIZE).astype(int)
+        top, left = rng.integers(0, INPUT_SIZE - height), rng.integers(0, INPUT_SIZE - width)
+        patch = patch.copy()
+        if rng.random() < 0.5:
+            patch[top : top + height, left : left + width] = rng.integers(0, 256)
+        else:
+            patch[top : top + height, left : left + width] = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    return patch
+
+
 def augmented_batches(
     dataset: Dataset, batch_size: int, rng: np.random.Generator, augmentation: Augmentation,
     crop: tuple[float, float, float, float] | None = None,
@@ -310,13 +362,16 @@ def augmented_batches(
     """One epoch of shuffled batches under detector-style framing and `augmentation`."""
     order = rng.permutation(len(dataset))
     for start in range(0, len(order) - batch_size + 1, batch_size):
+        indices = order[start : start + batch_size]
         images, targets, matrices = [], [], []
-        for i in order[start : start + batch_size]:
+        for i in indices:
             matrix, flipped = augmented_matrix(dataset, i, rng, augmentation, crop)
-            images.append(jitter_photometric(warp_to_input(dataset.images[i], matrix), rng, augmentation))
+            patch = jitter_photometric(warp_to_input(dataset.images[i], matrix), rng, augmentation)
+            images.append(degrade(patch, rng, augmentation))
             targets.append(target_keypoints(dataset.keypoints[i], matrix, flipped))
             matrices.append(matrix)
-        yield Batch(np.stack(images)[..., None], np.stack(targets).astype(np.float32), np.stack(matrices))
+        yield Batch(np.stack(images)[..., None], np.stack(targets).astype(np.float32), np.stack(matrices),
+                    dataset.source_ids()[indices])
 
 
 # --- batches ------------------------------------------------------------------
@@ -327,6 +382,7 @@ class Batch:
     images: np.ndarray  # (B, 224, 224, 1) uint8
     keypoints: np.ndarray  # (B, 68, 2) float32 in [-1, 1]
     matrices: np.ndarray  # (B, 2, 3) original -> input pixels
+    sources: np.ndarray  # (B,) int32 data set of each example (its mark-up convention)
 
 
 def make_batch(dataset: Dataset, indices: np.ndarray, matrices: list[np.ndarray]) -> Batch:
@@ -334,7 +390,7 @@ def make_batch(dataset: Dataset, indices: np.ndarray, matrices: list[np.ndarray]
     keypoints = np.stack(
         [normalize_keypoints(apply_affine(m, dataset.keypoints[i])) for i, m in zip(indices, matrices)]
     )
-    return Batch(images[..., None], keypoints.astype(np.float32), np.stack(matrices))
+    return Batch(images[..., None], keypoints.astype(np.float32), np.stack(matrices), dataset.source_ids()[indices])
 
 
 def train_batches(

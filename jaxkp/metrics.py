@@ -32,3 +32,25 @@ def summarize(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     for threshold in FAILURE_THRESHOLDS:
         summary[f"failure_rate_{threshold:.2f}"] = float((nme > threshold).mean())
     return summary
+
+
+# The 68-point scheme's face regions (0-based point indices).
+REGIONS = {
+    "jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
+    "mouth": range(48, 68),
+}
+
+
+def region_summary(predicted: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per face region: NME (its points' mean error over the inter-ocular distance) and
+    the signed mean offset (dx, dy) of its points in the same unit, positive right and
+    down. A mark-up convention shift shows as an offset near the region's NME."""
+    interocular = np.maximum(np.linalg.norm(truth[:, RIGHT_EYE_OUTER] - truth[:, LEFT_EYE_OUTER], axis=-1), 1e-6)
+    error = (predicted - truth) / interocular[:, None, None]
+    summary = {}
+    for name, points in REGIONS.items():
+        part = error[:, list(points)]
+        offset = part.mean(axis=(0, 1))
+        summary[name] = {"nme": float(np.linalg.norm(part, axis=-1).mean()),
+                         "offset_x": float(offset[0]), "offset_y": float(offset[1])}
+    return summary

@@ -62,7 +62,11 @@ def resolve_weights(source: str | Path | None = None) -> Path:
         return BUNDLED_WEIGHTS
 
 
-def load_model(source: str | Path | None = None) -> KeypointModel:
-    """A ready-to-call network for a weights setting (see module doc)."""
+def load_model(source: str | Path | None = None, markup: str | None = None) -> KeypointModel:
+    """A ready-to-call network for a weights setting (see module doc), answering in its
+    own mark-up or, for weights that learnt several, in `markup`'s."""
     model, config = load_weights(resolve_weights(source))
-    return KeypointModel(model, config)
+    try:
+        return KeypointModel(model, config, markup)
+    except ValueError as error:
+        raise WeightsError(str(error)) from None

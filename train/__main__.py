@@ -12,8 +12,9 @@ from train.config import CONFIGS
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     parser.add_argument("--config", default="reference", choices=sorted(CONFIGS), help="recipe (default: reference)")
-    parser.add_argument("--data-dir", type=Path, required=True,
-                        help="folder with training/ and training_frames_keypoints.csv")
+    parser.add_argument("--data-dir", type=Path, nargs="+", required=True,
+                        help="folder(s) with training/ and training_frames_keypoints.csv; a recipe that names "
+                             "its data sets matches them by folder name")
     parser.add_argument("--workdir", type=Path, help="output folder (default: runs/CONFIG); rerun to resume")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="global batch size, split over all devices")

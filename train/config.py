@@ -9,6 +9,17 @@ from jaxkp.data import Augmentation
 
 
 @dataclass(frozen=True)
+class DataSource:
+    """One data set of a recipe: its folder's name, how its validation is held out, and
+    how many times per epoch each of its training examples is drawn (fractions draw a
+    random share)."""
+
+    name: str
+    holdout: str = "person"  # "person" (video frames, <First_Last>_<n>) or "photo" (one photo, one person)
+    sampling_weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class Config:
     network: str = "reference"
     epochs: int = 35
@@ -37,6 +48,13 @@ class Config:
     # The region around a Haar box the network sees (left, top, width, height in
     # units of the box); None: the training images' own framing (TRAINING_IMAGE_CROP).
     crop: tuple[float, float, float, float] | None = None
+    # The data sets, matched by folder name to the --data-dir folders. Empty: each
+    # folder given is one data set, held out by person. With several, the first
+    # one's mark-up is the one the network learns to output; each other gets a
+    # learnt per-point offset (its convention), recorded in config.json.
+    datasets: tuple[DataSource, ...] = ()
+    # Start from these weights (a folder or Hub id) instead of a fresh initialisation.
+    init_from: str | None = None
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -51,6 +69,7 @@ class Config:
             values["augmentation"] = Augmentation(**values["augmentation"])
         if values.get("crop") is not None:
             values["crop"] = tuple(values["crop"])
+        values["datasets"] = tuple(DataSource(**source) for source in values.get("datasets", ()))
         return cls(**values)
 
 
@@ -84,6 +103,14 @@ CONFIGS: dict[str, Config] = {
     # "residual-haar" with 28x28 heatmaps read out by soft-argmax instead of a dense head
     # (shipped; end-to-end validation NME 0.048, residual-haar 0.064).
     "heatmap-haar": RESIDUAL_HAAR.replace(network="heatmap"),
+    # heatmap-haar fine-tuned on the 300-W photos and the video frames together, the
+    # 300-W mark-up served; stronger augmentation for real photos (blur, JPEG, occlusion).
+    "heatmap-300w": RESIDUAL_HAAR.replace(
+        network="heatmap", epochs=16, learning_rate=1e-3, warmup_epochs=1, init_from="runs/heatmap-haar",
+        datasets=(DataSource("ibug-300w-train", holdout="photo", sampling_weight=2.0),
+                  DataSource("youtube-faces-keypoints", holdout="person", sampling_weight=1.0)),
+        augmentation=dataclasses.replace(RESIDUAL_HAAR.augmentation, blur=0.2, jpeg=0.2, occlusion=0.2),
+    ),
     # Seconds on a laptop CPU: checks the whole loop, learns nothing useful.
     "tiny": Config(epochs=2, batch_size=8, eval_batch_size=8, max_images=48, val_fraction=0.25),
 }

@@ -10,7 +10,11 @@ keypoints where the detector finds none, or always for a recipe that trained
 on placed boxes). With `--end-to-end` the face is found by the Haar detector
 and framed as the app frames it; then the detection rate is printed and the
 metrics cover the detected images only. `--split training --val-only` scores the
-person-disjoint validation split of the run that made the weights.
+validation split (by person, or by photo for a recipe that says so) of the run
+that made the weights. Each data folder is scored on its own, with the NME and
+signed mean offset of each face region (jaw, brows, nose, eyes, mouth), so a
+mark-up convention shift shows at a glance; `--markup NAME` scores weights that
+learnt several data sets in that data set's mark-up.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def evaluate_folder(
         predicted, detected = predict_dataset(model, dataset), np.ones(len(dataset), dtype=bool)
     scored = np.flatnonzero(detected)
     summary |= metrics.summarize(predicted[scored], dataset.keypoints[scored])
+    summary["regions"] = metrics.region_summary(predicted[scored], dataset.keypoints[scored])
     nme = metrics.nme_per_image(predicted[scored], dataset.keypoints[scored])
     summary["worst"] = [{"image": dataset.names[scored[i]], "nme": float(nme[i])} for i in np.argsort(-nme)[:worst]]
     if grid_path is not None:
@@ -85,39 +90,66 @@ def evaluate_folder(
     return summary
 
 
+def validation_part(dataset: data.Dataset, data_dir: Path, train_config: dict[str, Any]) -> data.Dataset:
+    """The images of `dataset` that the run of `train_config` held out for validation
+    (by person or by photo, as its recipe names for a folder of this name)."""
+    holdout = next((source.get("holdout", "person") for source in train_config.get("datasets") or ()
+                    if source["name"] == Path(data_dir).name), "person")
+    _, val_idx = data.split_by_person(dataset.names, train_config["val_fraction"], train_config["seed"], holdout)
+    return dataset.subset(val_idx)
+
+
+def format_regions(regions: dict[str, dict[str, float]]) -> str:
+    rows = [f"  {'region':<6} {'NME':>7} {'dx':>8} {'dy':>8}"]
+    rows += [f"  {name:<6} {r['nme']:7.4f} {r['offset_x']:+8.4f} {r['offset_y']:+8.4f}" for name, r in regions.items()]
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", help="folder or Hub repo id (default: JAXKP_WEIGHTS, else checkpoints/)")
-    parser.add_argument("--data-dir", type=Path, required=True, help="folder with SPLIT/ and SPLIT_frames_keypoints.csv")
+    parser.add_argument("--data-dir", type=Path, nargs="+", required=True,
+                        help="folder(s) with SPLIT/ and SPLIT_frames_keypoints.csv; each is scored on its own")
     parser.add_argument("--split", default="test", help="'test' (default) or 'training'")
     parser.add_argument("--val-only", action="store_true",
-                        help="score only the validation people of the run that made the weights")
+                        help="score only the images the run that made the weights held out for validation")
+    parser.add_argument("--split-from", metavar="WEIGHTS",
+                        help="with --val-only: take the validation split of this run instead (to compare "
+                             "weights on the same images)")
     parser.add_argument("--end-to-end", action="store_true",
                         help="find the face with the Haar detector and crop as the app does "
                              "(default: frame each image as the training validated)")
-    parser.add_argument("--grid", type=Path, help="write a PNG grid of predictions here")
+    parser.add_argument("--markup", help="answer in this data set's mark-up (weights that learnt several; "
+                                         "default: the network's own, which the app serves)")
+    parser.add_argument("--grid", type=Path, help="write a PNG grid of predictions here (first data set)")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     parser.add_argument("--worst", type=int, default=5, help="list this many worst images by NME (default 5)")
     args = parser.parse_args(argv)
+    results = []
     try:
         weights_dir = resolve_weights(args.weights)
-        model = load_model(weights_dir)
-        dataset = data.load_dataset(args.data_dir, args.split)
-        if args.val_only:
-            train_config = read_config(weights_dir).get("train_config")
-            if not train_config:
-                raise WeightsError(f"{weights_dir}/config.json records no training split to take validation from")
-            _, val_idx = data.split_by_person(dataset.names, train_config["val_fraction"], train_config["seed"])
-            dataset = dataset.subset(val_idx)
-        summary = evaluate_folder(model, dataset, args.grid, end_to_end=args.end_to_end, worst=args.worst)
+        model = load_model(weights_dir, args.markup)
+        for index, data_dir in enumerate(args.data_dir):
+            dataset = data.load_dataset(data_dir, args.split)
+            if args.val_only:
+                split_dir = resolve_weights(args.split_from) if args.split_from else weights_dir
+                train_config = read_config(split_dir).get("train_config")
+                if not train_config:
+                    raise WeightsError(f"{split_dir}/config.json records no training split to take validation from")
+                dataset = validation_part(dataset, data_dir, train_config)
+            summary = evaluate_folder(model, dataset, args.grid if index == 0 else None,
+                                      end_to_end=args.end_to_end, worst=args.worst)
+            results.append({"weights": str(weights_dir), "data": f"{data_dir}/{args.split}",
+                            "markup": args.markup or model.config.get("markup", "own"), **summary})
     except (data.DataError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    summary = {"weights": str(weights_dir), "data": f"{args.data_dir}/{args.split}", **summary}
-    print(json.dumps(summary, indent=2))
+    for summary in results:
+        print(json.dumps({k: v for k, v in summary.items() if k != "regions"}, indent=2))
+        print(format_regions(summary["regions"]))
     if args.json:
-        write_atomic(args.json, (json.dumps(summary, indent=2) + "\n").encode())
+        write_atomic(args.json, (json.dumps(results if len(results) > 1 else results[0], indent=2) + "\n").encode())
     return 0
 
 

@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from jaxkp import checkpoint, data, metrics
 from jaxkp.inference import FaceDetector, nearest_face_boxes
-from jaxkp.model import INPUT_SIZE, create_model
-from train.config import Config
+from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS, create_model
+from train.config import Config, DataSource
 from train.plot import write_loss_curve
 
 TRAIN_STATE_FILE = "train_state.safetensors"
@@ -75,6 +75,23 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
     return optax.adam(learning_rate)
 
 
+class WithConventions(nnx.Module):
+    """A network plus a learnt per-point offset (normalised input units) for each data
+    set's mark-up convention. Data set 0's offset is zero: its mark-up is the one the
+    network itself outputs and serves; called without `sources`, this is the network."""
+
+    def __init__(self, network: nnx.Module, count: int):
+        self.network = network
+        self.offsets = nnx.Param(jnp.zeros((count - 1, NUM_KEYPOINTS, 2)))
+
+    def all_offsets(self) -> jax.Array:
+        return jnp.concatenate([jnp.zeros((1, NUM_KEYPOINTS, 2)), self.offsets[...]])
+
+    def __call__(self, images: jax.Array, sources: jax.Array | None = None) -> jax.Array:
+        predicted = self.network(images)
+        return predicted if sources is None else predicted + self.all_offsets()[sources]
+
+
 def train_step(
     model_graph: nnx.GraphDef,
     optimizer_graph: nnx.GraphDef,
@@ -83,13 +100,17 @@ def train_step(
     optimizer_state: nnx.State,
     images: jax.Array,
     keypoints: jax.Array,
+    sources: jax.Array,
 ) -> tuple[nnx.State, nnx.State, jax.Array]:
-    """One optimizer step on the loss between predicted and true normalised keypoints."""
+    """One optimizer step on the loss between predicted and true normalised keypoints
+    (each example's in its own data set's mark-up, where the model learns several)."""
     model = nnx.merge(model_graph, model_state)
     optimizer = nnx.merge(optimizer_graph, optimizer_state)
 
     def loss_fn(model: nnx.Module) -> jax.Array:
-        return keypoint_loss(loss, model(to_input(images)), keypoints)
+        inputs = to_input(images)
+        predicted = model(inputs, sources) if isinstance(model, WithConventions) else model(inputs)
+        return keypoint_loss(loss, predicted, keypoints)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
@@ -104,12 +125,14 @@ def predict_step(model_graph: nnx.GraphDef, model_state: nnx.State, images: jax.
 class Trainer:
     """Holds the model and optimizer as (graph, state) pairs and the jitted steps."""
 
-    def __init__(self, config: Config, mesh: jax.sharding.Mesh, steps_per_epoch: int = 1):
+    def __init__(self, config: Config, mesh: jax.sharding.Mesh, steps_per_epoch: int = 1, num_sources: int = 1):
         self.config = config
         self.mesh = mesh
         self.data_sharding = NamedSharding(mesh, PartitionSpec("data"))
         self.replicated = NamedSharding(mesh, PartitionSpec())
-        model = create_model(config.network, seed=config.seed)
+        model = initial_model(config)
+        if num_sources > 1:
+            model = WithConventions(model, num_sources)
         optimizer = nnx.Optimizer(model, make_optimizer(config, steps_per_epoch), wrt=nnx.Param)
         model.eval()
         self.eval_graph = nnx.graphdef(model)
@@ -124,7 +147,8 @@ class Trainer:
     def global_batch(self, array: np.ndarray) -> jax.Array:
         return jax.make_array_from_process_local_data(self.data_sharding, array)
 
-    def step(self, images: np.ndarray, keypoints: np.ndarray) -> jax.Array:
+    def step(self, images: np.ndarray, keypoints: np.ndarray, sources: np.ndarray | None = None) -> jax.Array:
+        sources = np.zeros(len(images), np.int32) if sources is None else sources.astype(np.int32)
         self.model_state, self.optimizer_state, loss = self._train_step(
             self.model_graph,
             self.optimizer_graph,
@@ -133,6 +157,7 @@ class Trainer:
             self.optimizer_state,
             self.global_batch(images),
             self.global_batch(keypoints),
+            self.global_batch(sources),
         )
         return loss
 
@@ -141,8 +166,16 @@ class Trainer:
         return np.asarray(multihost_utils.process_allgather(predictions, tiled=True))
 
     def model(self) -> nnx.Module:
-        """The current weights as an eval-mode module on the host."""
-        return nnx.merge(self.eval_graph, jax.device_get(self.model_state))
+        """The current network (without convention offsets) as an eval-mode module on the host."""
+        model = nnx.merge(self.eval_graph, jax.device_get(self.model_state))
+        return model.network if isinstance(model, WithConventions) else model
+
+    def convention_offsets(self) -> np.ndarray:
+        """(num_sources, 68, 2) learnt offsets from the served mark-up to each data set's; zeros for one."""
+        model = nnx.merge(self.eval_graph, jax.device_get(self.model_state))
+        if isinstance(model, WithConventions):
+            return np.asarray(model.all_offsets())
+        return np.zeros((1, NUM_KEYPOINTS, 2))
 
     # Resumable state: model and optimizer (RNG counters included) in one file.
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -152,6 +185,22 @@ class Trainer:
         model_state, optimizer_state = checkpoint.arrays_to_tree((self.model_state, self.optimizer_state), arrays)
         self.model_state = jax.device_put(model_state, self.replicated)
         self.optimizer_state = jax.device_put(optimizer_state, self.replicated)
+
+
+def initial_model(config: Config) -> nnx.Module:
+    """The recipe's network, freshly initialised or, with `init_from`, loaded from those weights."""
+    if config.init_from is None:
+        return create_model(config.network, seed=config.seed)
+    from jaxkp.weights import resolve_weights
+
+    try:
+        model, saved = checkpoint.load_weights(resolve_weights(config.init_from))
+    except checkpoint.WeightsError as error:
+        raise TrainingError(f"cannot start from {config.init_from}: {error}") from None
+    if saved["network"] != config.network:
+        raise TrainingError(f"{config.init_from} holds a {saved['network']!r} network, the recipe needs {config.network!r}")
+    model.train()
+    return model
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -188,8 +237,94 @@ def read_metrics(workdir: Path, up_to_epoch: int) -> list[dict[str, Any]]:
     return [record for record in records if record["epoch"] <= up_to_epoch]
 
 
-def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str) -> list[dict[str, Any]]:
-    """Trains `config` on the data in `data_dir`, resuming from `workdir` if a run is there.
+def data_sources(config: Config, data_dirs: list[Path]) -> list[DataSource]:
+    """The recipe's data set for each folder, in the recipe's order (its first is served)."""
+    if not config.datasets:
+        return [DataSource(Path(d).name) for d in data_dirs]
+    by_name = {Path(d).name: d for d in data_dirs}
+    wanted = [source.name for source in config.datasets]
+    if sorted(by_name) != sorted(wanted):
+        raise TrainingError(f"this recipe trains on folders named {', '.join(wanted)}; "
+                            f"got {', '.join(sorted(by_name)) or 'none'}")
+    return list(config.datasets)
+
+
+def load_sources(config: Config, data_dirs: list[Path]) -> tuple[list[DataSource], data.Dataset, data.Dataset]:
+    """Each data set loaded, split (by person or photo, seeded) and, for recipes that
+    frame by the detector, given its Haar boxes; then the training parts and the
+    validation parts joined, each example tagged with its data set."""
+    sources = data_sources(config, data_dirs)
+    by_name = {Path(d).name: Path(d) for d in data_dirs}
+    train_parts, val_parts = [], []
+    for source in sources:
+        dataset = data.load_dataset(by_name[source.name], "training", limit=config.max_images)
+        train_idx, val_idx = data.split_by_person(dataset.names, config.val_fraction, config.seed, source.holdout)
+        if config.haar_boxes and config.augmentation is not None:
+            start = time.perf_counter()
+            dataset.face_boxes = nearest_face_boxes(FaceDetector(), dataset.images, dataset.keypoints)
+            log(f"{source.name}: Haar boxes on {np.isfinite(dataset.face_boxes[:, 0]).mean():.1%} of the images "
+                f"in {time.perf_counter() - start:.0f} s; the rest are framed from their keypoints")
+        log(f"{source.name}: {len(train_idx)} training / {len(val_idx)} validation images, held out by {source.holdout}")
+        train_parts.append(dataset.subset(train_idx))
+        val_parts.append(dataset.subset(val_idx))
+    return sources, data.Dataset.concatenate(train_parts), data.Dataset.concatenate(val_parts)
+
+
+def epoch_subset(dataset: data.Dataset, sources: list[DataSource], rng: np.random.Generator) -> data.Dataset:
+    """The examples of one epoch: each data set's drawn `sampling_weight` times (a
+    fraction draws that share of it at random)."""
+    ids = dataset.source_ids()
+    chosen = []
+    for index, source in enumerate(sources):
+        members = np.flatnonzero(ids == index)
+        whole, fraction = divmod(source.sampling_weight, 1.0)
+        chosen += [members] * int(whole)
+        if fraction:
+            chosen.append(rng.permutation(members)[: int(round(fraction * len(members)))])
+    indices = np.concatenate(chosen)
+    return dataset if len(indices) == len(dataset) and (indices == np.arange(len(dataset))).all() else dataset.subset(indices)
+
+
+def evaluate_sources(trainer: Trainer, val_set: data.Dataset, sources: list[DataSource], batch_size: int,
+                     framing: str, crop: tuple[float, float, float, float] | None) -> dict[str, float]:
+    """Validation figures: the first data set's under plain names, and every data set's
+    under `<name>/`, in the served mark-up and, for the others, in their own
+    (`<name>/own_markup/`, the served output plus the learnt convention offset)."""
+    ids = val_set.source_ids()
+    offsets = trainer.convention_offsets()
+    summary: dict[str, float] = {}
+    for index, source in enumerate(sources):
+        part = val_set.subset(np.flatnonzero(ids == index))
+        if not len(part):
+            continue
+        figures, predicted = evaluate(trainer, part, batch_size, framing, crop)
+        if index == 0:
+            summary.update(figures)
+        if len(sources) == 1:
+            break
+        summary.update({f"{source.name}/{k}": v for k, v in figures.items()})
+        if index > 0:
+            own = predicted_in_markup(predicted, part, framing, crop, offsets[index])
+            summary.update({f"{source.name}/own_markup/{k}": v
+                            for k, v in metrics.summarize(own, part.keypoints).items() if k.startswith("nme")})
+    return summary
+
+
+def predicted_in_markup(predicted: np.ndarray, dataset: data.Dataset, framing: str,
+                        crop: tuple[float, float, float, float] | None, offset: np.ndarray) -> np.ndarray:
+    """Pixel predictions moved by a convention offset (normalised input units) through each image's framing."""
+    moved = []
+    for index, points in enumerate(predicted):
+        matrix = (data.full_image_matrix(dataset.images[index]) if framing == "whole"
+                  else data.face_framing_matrix(dataset, index, crop))
+        normalised = data.normalize_keypoints(data.apply_affine(matrix, points))
+        moved.append(data.keypoints_to_image(normalised + offset, matrix))
+    return np.stack(moved)
+
+
+def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str], workdir: Path | str
+                       ) -> list[dict[str, Any]]:
+    """Trains `config` on the data in `data_dirs`, resuming from `workdir` if a run is there.
 
     After each epoch the workdir gets model.safetensors + config.json (the
     export), train_state.safetensors (to resume), metrics.jsonl and
@@ -197,28 +332,19 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    data_dirs = [Path(d) for d in (data_dirs if isinstance(data_dirs, (list, tuple)) else [data_dirs])]
     num_devices = jax.device_count()
     if config.batch_size % num_devices:
         raise TrainingError(f"batch size {config.batch_size} is not a multiple of the {num_devices} devices")
     eval_batch_size = -(-config.eval_batch_size // num_devices) * num_devices
 
-    dataset = data.load_dataset(data_dir, "training", limit=config.max_images)
-    train_idx, val_idx = data.split_by_person(dataset.names, config.val_fraction, config.seed)
-    train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
+    sources, train_set, val_set = load_sources(config, data_dirs)
     if len(train_set) < config.batch_size:
         raise TrainingError(f"{len(train_set)} training images is fewer than one batch of {config.batch_size}")
-    log(f"{len(train_set)} training / {len(val_set)} validation images "
-        f"({len({data.person_of(n) for n in val_set.names})} validation people), {num_devices} device(s)")
+    log(f"{len(train_set)} training / {len(val_set)} validation images, {num_devices} device(s)")
 
-    if config.haar_boxes and config.augmentation is not None:
-        start = time.perf_counter()
-        dataset.face_boxes = nearest_face_boxes(FaceDetector(), dataset.images, dataset.keypoints)
-        train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
-        log(f"Haar boxes on {np.isfinite(dataset.face_boxes[:, 0]).mean():.1%} of the images "
-            f"in {time.perf_counter() - start:.0f} s; the rest are framed from their keypoints")
-
-    steps = len(train_set) // config.batch_size
-    trainer = Trainer(config, make_mesh(), steps)
+    steps = len(epoch_subset(train_set, sources, np.random.default_rng(0))) // config.batch_size
+    trainer = Trainer(config, make_mesh(), steps, num_sources=len(sources))
     # The improved recipe frames faces as the detector does; validate the same way.
     framing = "whole" if config.augmentation is None else "detector"
     start_epoch = 0
@@ -239,14 +365,14 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
     for epoch in range(start_epoch + 1, config.epochs + 1):
         # A fresh generator per epoch makes the data order independent of resumes.
         rng = np.random.default_rng([config.seed, epoch])
-        batches = data.prefetch(epoch_batches(config, train_set, rng))
+        batches = data.prefetch(epoch_batches(config, epoch_subset(train_set, sources, rng), rng))
         losses = []
         start = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", file=sys.stderr,
                   disable=process_index != 0, dynamic_ncols=True) as progress:
             for batch in batches:
                 local = slice(process_index * local_batch, (process_index + 1) * local_batch)
-                losses.append(trainer.step(batch.images[local], batch.keypoints[local]))
+                losses.append(trainer.step(batch.images[local], batch.keypoints[local], batch.sources[local]))
                 if len(losses) % 10 == 0 or len(losses) == steps:
                     recent = float(np.mean(jax.device_get(losses[-10:])))
                     if not np.isfinite(recent):
@@ -264,24 +390,29 @@ def train_and_evaluate(config: Config, data_dir: Path | str, workdir: Path | str
         record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": round(train_seconds, 2),
                   "images_per_second": round(steps * config.batch_size / train_seconds, 1)}
         if len(val_set):
-            val_summary, _ = evaluate(trainer, val_set, eval_batch_size, framing, config.crop)
-            record.update(val_summary)
+            record.update(evaluate_sources(trainer, val_set, sources, eval_batch_size, framing, config.crop))
         records.append(record)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         if process_index == 0:
-            save_epoch(trainer, config, workdir, epoch, records)
+            save_epoch(trainer, config, workdir, epoch, records, sources)
     return records
 
 
-def save_epoch(trainer: Trainer, config: Config, workdir: Path, epoch: int, records: list[dict[str, Any]]) -> None:
+def save_epoch(trainer: Trainer, config: Config, workdir: Path, epoch: int, records: list[dict[str, Any]],
+               sources: list[DataSource] | None = None) -> None:
     """Writes the epoch's files, each atomically. train_state.safetensors goes last:
     resuming reads only it (its metadata carries the epoch count), so once it
     exists the other files do too, and a kill between two writes only makes the
     same command redo that epoch."""
+    extra: dict[str, Any] = {} if config.crop is None else {"crop": list(config.crop)}
+    if sources and len(sources) > 1:
+        # The network outputs the first data set's mark-up; these offsets (normalised
+        # input units, added to the output) give each data set's own.
+        extra["markup"] = sources[0].name
+        extra["markup_offsets"] = {source.name: np.round(offset, 5).tolist()
+                                   for source, offset in zip(sources[1:], trainer.convention_offsets()[1:])}
     model_config = checkpoint.model_config(
-        config.network, epochs_done=epoch, train_config=config.to_dict(), validation=records[-1],
-        **({} if config.crop is None else {"crop": list(config.crop)}),
-    )
+        config.network, epochs_done=epoch, train_config=config.to_dict(), validation=records[-1], **extra)
     checkpoint.save_weights(trainer.model(), model_config, workdir)
     checkpoint.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
     write_loss_curve(records, workdir / "loss_curve.png", config.loss)
