@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -25,72 +24,147 @@ from typing import Any
 import cv2
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
 
 from jaxkp import load_pipeline
 from jaxkp.draw import annotate, face_crops
 from jaxkp.examples import example_paths
-from jaxkp.inference import MAX_FACES, ImageError, load_photo
+from jaxkp.inference import MAX_FACES, ImageError, Photo, read_photo
+from jaxkp.uploads import NOT_UPLOADED, UploadRefused, read_upload
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
+log = logging.getLogger("jaxkp.app")
 
 PIPELINE = load_pipeline()
 PIPELINE(np.zeros((64, 64, 3), np.uint8))  # compile the one-face path before the first visitor
 
+# What one request may cost (README, "Limits"): the upload's size; the photo is
+# worked on reduced to at most inference.WORKING_MAX_PIXELS; the annotated image
+# comes back as a JPEG at most DISPLAY_MAX_SIDE on its longer side.
+MAX_UPLOAD_BYTES = 25_000_000
+MAX_UPLOAD = "25mb"
+DISPLAY_MAX_SIDE = 2048
+JPEG_QUALITY = 90
+# Requests waiting beyond the ones running: an overload is told "queue is full" at
+# once instead of waiting minutes. Two run at a time, one per core.
+QUEUE_MAX_SIZE = 16
+CONCURRENCY = 2
 
-# Outputs go to Gradio as PNG files: Gradio copies files into its cache atomically,
-# whereas arrays are written straight into a content-named file, which concurrent
-# requests with the same output were seen to truncate under each other.
-OUTPUT_DIR = Path(tempfile.gettempdir()) / "jaxkp-app"
+# Only files Gradio stored for a client (its upload and cache folder) are read.
+UPLOAD_ROOT = Path(get_upload_folder())
+# Outputs are written inside Gradio's cache, so Gradio hands them out without
+# another copy; each request prunes those older than OUTPUT_MAX_AGE_S and, past
+# OUTPUT_MAX_BYTES in all, the oldest.
+OUTPUT_DIR = UPLOAD_ROOT / "jaxkp-outputs"
 OUTPUT_MAX_AGE_S = 600
+OUTPUT_MAX_BYTES = 500_000_000
 
 
-def write_png(rgb: np.ndarray) -> str:
-    OUTPUT_DIR.mkdir(exist_ok=True)
-    path = OUTPUT_DIR / f"{uuid.uuid4().hex}.png"
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+def write_jpeg(rgb: np.ndarray) -> str:
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT_DIR / f"{uuid.uuid4().hex}.jpg"
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    path.write_bytes(encoded.tobytes())
     return str(path)
 
 
 def prune_outputs() -> None:
-    cutoff = time.time() - OUTPUT_MAX_AGE_S
-    for path in OUTPUT_DIR.glob("*.png"):
+    """Deletes outputs older than OUTPUT_MAX_AGE_S, then the oldest while over OUTPUT_MAX_BYTES."""
+    files = []
+    for path in OUTPUT_DIR.glob("*.jpg"):
         try:
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
+            info = path.stat()
         except FileNotFoundError:
-            pass
+            continue
+        files.append((info.st_mtime, info.st_size, path))
+    files.sort()
+    cutoff, total = time.time() - OUTPUT_MAX_AGE_S, sum(size for _, size, _ in files)
+    for mtime, size, path in files:
+        if mtime >= cutoff and total <= OUTPUT_MAX_BYTES:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
 
 
 def uploaded_path(photo: str | dict | None) -> str | None:
     """The file behind the raw input payload (a path, or Gradio's FileData dict)."""
     if isinstance(photo, dict):
-        return photo.get("path")
-    return photo
+        photo = photo.get("path")
+    return photo if isinstance(photo, str) and photo else None
+
+
+def display_copy(rgb: np.ndarray) -> np.ndarray:
+    """`rgb` shrunk to at most DISPLAY_MAX_SIDE on its longer side."""
+    scale = DISPLAY_MAX_SIDE / max(rgb.shape[:2])
+    if scale >= 1:
+        return rgb
+    return cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def refuse(message: str, reason: str, size: int | None) -> gr.Error:
+    """One log line for a refused file (no traceback), and the client's one message."""
+    log.info("refused photo: %s (%s bytes)", reason, "?" if size is None else size)
+    return gr.Error(message, print_exception=False)
+
+
+def read_request_photo(photo: str | dict | None) -> Photo:
+    """The client's uploaded photo, decoded reduced; gr.Error with one clear message otherwise."""
+    path = uploaded_path(photo)
+    if path is None:
+        raise gr.Error("No photo: upload one or take one with the webcam, then press Find keypoints.",
+                       print_exception=False)
+    try:
+        content = read_upload(path, UPLOAD_ROOT, MAX_UPLOAD_BYTES)
+    except UploadRefused as refused:
+        raise refuse(str(refused), refused.reason, refused.size) from None
+    try:
+        return read_photo(content)
+    except ImageError as error:
+        raise refuse(f"Cannot use this file: {error}", str(error), len(content)) from None
 
 
 def predict(photo: str | dict | None) -> tuple[str, list[str], dict[str, Any], str]:
-    """Faces and keypoints for one photo: (annotated PNG, face crops, result JSON, status)."""
-    photo = uploaded_path(photo)
-    if not photo:
-        raise gr.Error("No photo: upload one or take one with the webcam, then press Find keypoints.")
-    try:
-        rgb = load_photo(photo)
-    except ImageError as error:
-        raise gr.Error(f"Cannot use this file: {error}") from None
-    result = PIPELINE(rgb, max_faces=MAX_FACES)
+    """Faces and keypoints for one photo: (annotated JPEG, face crops, result JSON, status)."""
+    prune_outputs()  # first, so refused requests prune too
+    image = read_request_photo(photo)
+    # One face more than shown tells whether the cap cut any off.
+    result = PIPELINE(image, max_faces=MAX_FACES + 1)
+    capped = len(result["faces"]) > MAX_FACES
+    result["faces"] = result["faces"][:MAX_FACES]
     count = len(result["faces"])
     if count == 0:
         status = "No face found. The detector looks for frontal faces; try a larger or better-lit face."
     else:
         status = f"Found {count} face{'s' if count > 1 else ''}" + (
-            f" (showing the {MAX_FACES} largest)" if count == MAX_FACES else "") + "."
-    prune_outputs()
-    crops = [write_png(crop) for crop in face_crops(rgb, result, PIPELINE.model.crop)]
-    return write_png(annotate(rgb, result)), crops, result, status
+            f" (showing the {MAX_FACES} largest)" if capped else "") + "."
+    shown = display_copy(image.rgb)
+    del image
+    crops = [write_jpeg(crop) for crop in face_crops(shown, result, PIPELINE.model.crop)]
+    return write_jpeg(annotate(shown, result)), crops, result, status
+
+
+class GuardedBlocks(gr.Blocks):
+    """Blocks whose input checks answer hostile payloads with one neutral message.
+
+    Before the function runs, Gradio validates each payload and checks the path
+    of a FileData that carries "meta"; what fails there (a path outside its
+    folders, a number for a path) would come back as a bare error and a logged
+    traceback. Here it is one log line and the same message as any other file
+    that was not uploaded."""
+
+    async def preprocess_data(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().preprocess_data(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:  # noqa: BLE001 - every malformed payload gets the same answer
+            raise refuse(NOT_UPLOADED, f"payload refused by Gradio ({type(error).__name__})", None) from None
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="jaxkp: facial keypoints", delete_cache=(3600, 3600)) as app:
+    with GuardedBlocks(title="jaxkp: facial keypoints", delete_cache=(600, 1800)) as app:
         gr.Markdown("# jaxkp\nUpload a photo or use the webcam: every face gets its 68 keypoints "
                     "(jaw, brows, nose, eyes, mouth).")
         with gr.Row():
@@ -99,18 +173,19 @@ def build_app() -> gr.Blocks:
                 button = gr.Button("Find keypoints", variant="primary", elem_id="run")
                 gr.Examples([[str(path)] for path in example_paths()], inputs=photo)
             with gr.Column():
-                annotated = gr.Image(label="Keypoints", type="filepath", format="png", elem_id="annotated")
+                annotated = gr.Image(label="Keypoints", type="filepath", format="jpeg", elem_id="annotated")
                 status = gr.Markdown(elem_id="status")
                 crops = gr.Gallery(label="Faces", columns=4, height="auto", elem_id="crops")
         result = gr.JSON(label="Result (original-image pixels, largest face first)", elem_id="result")
         button.click(predict, inputs=photo, outputs=[annotated, crops, result, status], api_name="predict",
-                     concurrency_limit=2,
-                     # Raw input: every file reaches load_photo, which names what is wrong with it.
+                     concurrency_limit=CONCURRENCY,
+                     # Raw input: the path goes to read_upload, which reads only uploaded files.
                      preprocess=False)
+    app.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY)
     return app
 
 
 demo = build_app()
 
 if __name__ == "__main__":
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size="25mb")
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_UPLOAD)

@@ -61,12 +61,21 @@ def image_grid(images: list[np.ndarray], columns: int, cell: int = 224) -> np.nd
     return grid
 
 
+def faces_on_canvas(rgb: np.ndarray, result: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each face's box (4,) and keypoints (68, 2) in `rgb`'s pixels: `rgb` may be the
+    result's photo at any size (a reduced copy for display, say)."""
+    image = result["image"]
+    scale = np.array([rgb.shape[1] / image["width"], rgb.shape[0] / image["height"]])
+    return [(np.asarray(face["box"], np.float64) * np.tile(scale, 2), np.asarray(face["keypoints"]) * scale)
+            for face in result["faces"]]
+
+
 def annotate(rgb: np.ndarray, result: dict) -> np.ndarray:
-    """The photo with every face's box and keypoints drawn on it."""
+    """The photo (at any size) with every face's box and keypoints drawn on it."""
     canvas = rgb
-    for face in result["faces"]:
-        canvas = draw_box(canvas, face["box"])
-        canvas = draw_keypoints(canvas, np.asarray(face["keypoints"]), radius=marker_size(canvas.shape, face["box"][2]))
+    for box, points in faces_on_canvas(rgb, result):
+        canvas = draw_box(canvas, box)
+        canvas = draw_keypoints(canvas, points, radius=marker_size(canvas.shape, box[2]))
     return canvas
 
 
@@ -76,10 +85,9 @@ def face_crops(rgb: np.ndarray, result: dict, crop: tuple[float, float, float, f
     from jaxkp.inference import crop_box
 
     crops = []
-    for face in result["faces"]:
-        x, y, w, h = crop_box(np.asarray(face["box"]), crop)
+    for box, points in faces_on_canvas(rgb, result):
+        x, y, w, h = crop_box(box, crop)
         matrix = np.array([[size / w, 0, -x * size / w], [0, size / h, -y * size / h]])
         region = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
-        points = np.asarray(face["keypoints"]) @ matrix[:, :2].T + matrix[:, 2]
-        crops.append(draw_keypoints(region, points, radius=2))
+        crops.append(draw_keypoints(region, points @ matrix[:, :2].T + matrix[:, 2], radius=2))
     return crops

@@ -10,6 +10,7 @@ faces ordered largest first:
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +21,23 @@ import jax
 import numpy as np
 from flax import nnx
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from jaxkp import data
 from jaxkp.model import INPUT_SIZE
 
+register_heif_opener()  # iPhone photos (HEIC/HEIF), EXIF orientation included
+
 # Photos larger than this are refused before decoding (decompression bombs).
 MAX_PIXELS = 64_000_000
-# Detection runs on a copy whose longer side is at most this; boxes map back.
-DETECTION_MAX_SIDE = 1024
+# Larger photos are decoded reduced (JPEG: at decode time) to at most this many
+# pixels; results are still given in the original photo's pixels. A 12 MP phone
+# photo stays whole, and a face the detector can find keeps enough pixels.
+WORKING_MAX_PIXELS = 12_000_000
+# Detection runs on a copy of at most this many pixels (its cost grows with the
+# area); boxes map back. An area budget rather than a longest side keeps faces in
+# a long strip (a panorama) large enough to find.
+DETECTION_MAX_PIXELS = 1024 * 1024
 MAX_FACES = 20
 # Fixed batch sizes: any face count pads up to one of these, so no new shape recompiles.
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
@@ -40,50 +50,94 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 # own crop in config.json ("crop").
 TRAINING_IMAGE_CROP = (-0.49, -0.58, 2.01, 2.25)
 HAAR_SCALE_FACTOR, HAAR_MIN_NEIGHBORS = 1.1, 5
+# EXIF orientations that swap width and height.
+TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 class ImageError(ValueError):
     """A file that cannot be used as a photo; the message says why."""
 
 
-def load_photo(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndarray:
-    """Any photo -> RGB uint8 array, EXIF orientation applied.
+@dataclass
+class Photo:
+    """A decoded photo, possibly reduced, and the size of the original (EXIF orientation applied)."""
 
-    Accepts a path, encoded bytes, a PIL image or an array (grayscale, RGB,
-    RGBA; uint8 or 16-bit). Raises ImageError for a non-image, a truncated
-    file, a decompression bomb or an empty image.
+    rgb: np.ndarray  # (h, w, 3) uint8, the working pixels
+    width: int
+    height: int
+
+    @property
+    def scale(self) -> np.ndarray:
+        """Original pixels per working pixel, (x, y)."""
+        return np.array([self.width / self.rgb.shape[1], self.height / self.rgb.shape[0]])
+
+
+def load_photo(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndarray:
+    """Any photo -> RGB uint8 array at full size, EXIF orientation applied.
+
+    Accepts a path, encoded bytes (JPEG, PNG, WebP, HEIC, ...), a PIL image or an
+    array (grayscale, RGB, RGBA; uint8 or 16-bit). Raises ImageError for an empty
+    or non-image file, a truncated file, a decompression bomb or an empty image.
     """
+    return read_photo(source, max_pixels=None).rgb
+
+
+def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
+               max_pixels: int | None = WORKING_MAX_PIXELS) -> Photo:
+    """As load_photo, but a photo over `max_pixels` is decoded reduced: a JPEG at
+    1/2, 1/4 or 1/8 scale by its decoder, which never builds the full image, then
+    any photo resized to fit. Memory and time follow the working size."""
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source)
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        try:
-            with warnings.catch_warnings():
-                # Our own pixel limit below refuses bombs with a clearer message.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        except FileNotFoundError:
-            raise ImageError(f"file not found: {source}") from None
-        except UnidentifiedImageError:
-            raise ImageError(_describe_unreadable(source)) from None
-        except Image.DecompressionBombError as error:
-            raise ImageError(f"image too large: {error}") from None
-        except OSError as error:
-            raise ImageError(f"cannot read image: {error}") from None
+        rgb = _array_to_rgb(source)
+        height, width = rgb.shape[:2]
+        return Photo(_fit(rgb, max_pixels), width, height)
+    image = source if isinstance(source, Image.Image) else _open_image(source)
     width, height = image.size
     if width == 0 or height == 0:
         raise ImageError(f"image is empty ({width}x{height} pixels)")
     if width * height > MAX_PIXELS:
         raise ImageError(f"image too large: {width}x{height} pixels (limit {MAX_PIXELS // 1_000_000} megapixels)")
     try:
+        if image.getexif().get(0x0112, 1) in TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+        if max_pixels is not None and width * height > max_pixels and image.format == "JPEG":
+            shrink = math.sqrt(max_pixels / (width * height))
+            image.draft(image.mode, (math.ceil(image.size[0] * shrink), math.ceil(image.size[1] * shrink)))
         image.load()
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"image is truncated or corrupt: {error}") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return _array_to_rgb(np.asarray(image))
-    return np.asarray(image.convert("RGB"))
+        rgb = _array_to_rgb(np.asarray(image))
+    else:
+        rgb = np.asarray(image.convert("RGB"))
+    return Photo(_fit(rgb, max_pixels), width, height)
+
+
+def _open_image(source: str | Path | bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit refuses bombs with a clearer message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except FileNotFoundError:
+        raise ImageError(f"file not found: {source}") from None
+    except UnidentifiedImageError:
+        raise ImageError(_describe_unreadable(source)) from None
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"image too large: {error}") from None
+    except OSError as error:
+        raise ImageError(f"cannot read image: {error}") from None
+
+
+def _fit(rgb: np.ndarray, max_pixels: int | None) -> np.ndarray:
+    """`rgb` shrunk (area-averaged) to at most `max_pixels`, or as it is."""
+    height, width = rgb.shape[:2]
+    if max_pixels is None or width * height <= max_pixels:
+        return rgb
+    shrink = math.sqrt(max_pixels / (width * height))
+    size = (max(1, int(width * shrink)), max(1, int(height * shrink)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 IMAGE_SIGNATURES = {
@@ -93,9 +147,13 @@ IMAGE_SIGNATURES = {
 
 
 def _describe_unreadable(source: str | Path | bytes) -> str:
-    """Why PIL could not identify a file: not an image at all, or a damaged/empty one."""
+    """Why PIL could not identify a file: empty, not an image at all, or a damaged one."""
     head = source[:32] if isinstance(source, bytes) else Path(source).open("rb").read(32)
+    if not head:
+        return "the file is empty (0 bytes)"
     kind = next((name for magic, name in IMAGE_SIGNATURES.items() if head.startswith(magic)), None)
+    if kind is None and head[4:8] == b"ftyp":
+        kind = "HEIC/HEIF"
     if kind is None:
         return "not an image file (no known image format)"
     if kind == "PNG" and len(head) >= 24:
@@ -136,7 +194,7 @@ class FaceDetector:
 
     def __call__(self, gray: np.ndarray, max_faces: int = MAX_FACES) -> np.ndarray:
         """Boxes (N, 4) as x, y, w, h in `gray`'s pixels, largest first."""
-        scale = min(1.0, DETECTION_MAX_SIDE / max(gray.shape))
+        scale = min(1.0, math.sqrt(DETECTION_MAX_PIXELS / gray.size))
         small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         min_side = max(24, min(small.shape) // 20)
         boxes = self.cascade.detectMultiScale(
@@ -175,15 +233,27 @@ def _forward(graph: nnx.GraphDef, state: nnx.State, images: jax.Array) -> jax.Ar
 class KeypointModel:
     """A network in eval mode behind one jitted forward per fixed batch size."""
 
-    def __init__(self, model: nnx.Module, config: dict[str, Any] | None = None):
+    def __init__(self, model: nnx.Module, config: dict[str, Any] | None = None, markup: str | None = None):
         model.eval()
         self.graph, self.state = nnx.split(model)
         self.config = config or {}
         self.crop = tuple(self.config.get("crop", TRAINING_IMAGE_CROP))
+        self.markup_offset = self.markup_offset_for(markup)
         self._forward = jax.jit(_forward, static_argnums=0)
 
+    def markup_offset_for(self, markup: str | None) -> np.ndarray:
+        """Offset (68, 2) in normalised units from the network's own mark-up to `markup`'s
+        (a data set it learnt beside its own; config.json's "markup_offsets")."""
+        offsets = self.config.get("markup_offsets", {})
+        if markup is None or markup == self.config.get("markup"):
+            return np.zeros((68, 2), np.float32)
+        if markup not in offsets:
+            known = [self.config.get("markup", "its own")] + sorted(offsets)
+            raise ValueError(f"these weights know no mark-up {markup!r}; they know {', '.join(known)}")
+        return np.asarray(offsets[markup], np.float32)
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """(N, 224, 224) or (N, 224, 224, 1) uint8 -> (N, 68, 2) normalised keypoints."""
+        """(N, 224, 224) or (N, 224, 224, 1) uint8 -> (N, 68, 2) normalised keypoints (in `markup`)."""
         images = np.asarray(images, np.uint8).reshape(-1, INPUT_SIZE, INPUT_SIZE, 1)
         outputs = []
         for start in range(0, len(images), BATCH_SIZES[-1]):
@@ -191,7 +261,7 @@ class KeypointModel:
             size = next(s for s in BATCH_SIZES if s >= len(chunk))
             padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.uint8)])
             outputs.append(np.asarray(self._forward(self.graph, self.state, padded))[: len(chunk)])
-        return np.concatenate(outputs) if outputs else np.zeros((0, 68, 2), np.float32)
+        return np.concatenate(outputs) + self.markup_offset if outputs else np.zeros((0, 68, 2), np.float32)
 
     def keypoints_in_regions(self, gray: np.ndarray, regions: list[tuple[float, float, float, float]]) -> np.ndarray:
         """Keypoints (N, 68, 2) in `gray`'s pixels for each region (x, y, w, h) it is shown."""
@@ -215,13 +285,15 @@ class FaceKeypointPipeline:
         return cls(model, FaceDetector())
 
     def __call__(self, photo: Any, max_faces: int = MAX_FACES) -> dict[str, Any]:
-        rgb = load_photo(photo)
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        """`photo`: anything read_photo takes, or a Photo it made (a large photo is
+        worked on reduced); the result is in the original photo's pixels."""
+        photo = photo if isinstance(photo, Photo) else read_photo(photo)
+        gray = cv2.cvtColor(photo.rgb, cv2.COLOR_RGB2GRAY)
         boxes = self.detector(gray, max_faces)
         keypoints = self.model.keypoints_in_regions(gray, [crop_box(box, self.model.crop) for box in boxes])
-        height, width = gray.shape
+        boxes, keypoints = boxes * np.tile(photo.scale, 2), keypoints * photo.scale
         return {
-            "image": {"width": int(width), "height": int(height)},
+            "image": {"width": photo.width, "height": photo.height},
             "faces": [
                 {"box": [round(float(v), 1) for v in box], "keypoints": np.round(points, 2).tolist()}
                 for box, points in zip(boxes, keypoints)

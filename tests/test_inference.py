@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxkp.examples import compose_faces
 from jaxkp import load_pipeline
 from jaxkp.inference import BATCH_SIZES, TRAINING_IMAGE_CROP, ImageError, crop_box, load_photo
 from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
@@ -136,3 +137,12 @@ def test_predict_cli_fails_cleanly_on_bad_input(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_faces_in_a_long_strip_are_found(pipeline):
+    """Detection shrinks by area, not by the longer side, so a 20000x200 panorama keeps
+    its faces large enough to find (shrinking its long side to 1024 px made them 4 px)."""
+    strip = compose_faces(4, size=(20000, 200))
+    result = pipeline(strip)
+    assert len(result["faces"]) == 4
+    assert result["image"] == {"width": 20000, "height": 200}

@@ -1,0 +1,142 @@
+"""Attacks on the running app over raw HTTP, as a hostile client would make them
+(gradio_client only ever sends well-formed payloads)."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_process import ROOT, AppProcess
+from jaxkp.examples import compose_faces
+from jaxkp.uploads import NOT_UPLOADED
+from photos import ASTRONAUT, exif_rotated_astronaut, save
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    process = AppProcess(tmp_path_factory.mktemp("app"))
+    yield process
+    process.close()
+
+
+def test_every_path_trick_gets_the_same_message_at_once(app, tmp_path):
+    real = app.upload(ASTRONAUT)
+    root = Path(real).parents[1]  # Gradio stores uploads as <root>/<hash>/<name>
+    os.mkfifo(root / "fifo")
+    (root / "link").symlink_to(ROOT / "checkpoints" / "loss_curve.png")
+    (root / "folder").mkdir()
+    tricks = [
+        "checkpoints/loss_curve.png", str(ROOT / "checkpoints" / "loss_curve.png"), "/etc/hostname",
+        "/no/such/file.png", str(tmp_path), "/root", str(root / ".." / ".." / "etc" / "hostname"),
+        f"{Path(real).parent}/../../../../etc/hostname", str(root / "link"), str(root / "fifo"),
+        str(root / "folder"), str(root), "/dev/stdin", "/dev/zero", str(root / "a\x00b"),
+    ]
+    payloads = [{"path": trick} for trick in tricks]
+    payloads += [{"path": trick, "meta": {"_type": "gradio.FileData"}} for trick in tricks[:4] + [str(root / "fifo")]]
+    payloads += ["/etc/hostname", {"path": 5}, [1, 2]]
+    for payload in payloads:
+        start = time.monotonic()
+        event, message = app.call(payload, timeout=5)  # a read that blocks would time out here
+        assert (event, message) == ("error", NOT_UPLOADED), payload
+        assert time.monotonic() - start < 1.0, payload
+    event, outputs = app.call({"path": real, "meta": {"_type": "gradio.FileData"}})
+    assert event == "complete" and len(outputs[2]["faces"]) == 1
+
+
+def test_refused_files_log_one_line_and_no_traceback(app):
+    app.call({"path": "/etc/hostname"}, timeout=5)
+    log = app.log_path.read_text()
+    assert "refused photo: outside the upload folder" in log
+    assert "Traceback" not in log
+
+
+def big_jpeg(path: Path) -> Path:
+    """An 8000x8000 (64 megapixel) JPEG of faces on a textured background, about 15 MB."""
+    rng = np.random.default_rng(0)
+    faces = compose_faces(6, size=(1000, 1000))
+    canvas = np.kron(faces, np.ones((8, 8, 1), np.uint8))
+    canvas = np.clip(canvas.astype(np.int16) + rng.integers(-12, 13, canvas.shape[:2], dtype=np.int16)[..., None],
+                     0, 255).astype(np.uint8)
+    return save(Image.fromarray(canvas), path, format="JPEG", quality=92)
+
+
+def test_a_64_megapixel_photo_costs_bounded_memory_and_disk(app, tmp_path):
+    photo = big_jpeg(tmp_path / "big.jpg")
+    assert 8e6 < photo.stat().st_size < 25e6
+    uploaded = {"path": app.upload(photo), "meta": {"_type": "gradio.FileData"}}
+    app.call(uploaded)  # the first call compiles the batch sizes its faces need
+    for _ in range(2):
+        rss_before, disk_before = app.rss_bytes(), app.disk_bytes()
+        app.reset_peak_rss()
+        event, outputs = app.call(uploaded)
+        assert event == "complete"
+        assert outputs[2]["image"] == {"width": 8000, "height": 8000}
+        assert len(outputs[2]["faces"]) == 6
+        growth = app.rss_bytes("VmHWM") - rss_before
+        written = app.disk_bytes() - disk_before
+        print(f"64 MP JPEG: peak RSS growth {growth / 1e6:.0f} MB, disk {written / 1e6:.2f} MB")
+        assert growth < 600e6
+        assert written < 20e6
+        annotated = Image.open(outputs[0]["path"])
+        assert max(annotated.size) <= 2048 and annotated.format == "JPEG"
+
+
+def test_a_flood_past_the_queue_is_refused_at_once_and_a_real_request_still_completes(app, tmp_path):
+    photo = {"path": app.upload(ASTRONAUT), "meta": {"_type": "gradio.FileData"}}
+
+    def submit(_: int) -> tuple[int, float, str | None]:
+        start = time.monotonic()
+        response = app.submit(photo)
+        event_id = response.json().get("event_id") if response.status_code == 200 else None
+        return response.status_code, time.monotonic() - start, event_id
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(submit, range(80)))
+    refused = [seconds for code, seconds, _ in answers if code == 503]
+    accepted = [event_id for code, _, event_id in answers if code == 200]
+    assert refused and accepted
+    assert len(refused) + len(accepted) == len(answers)
+    assert max(refused) < 1.0
+    # A real user told "queue is full" tries again, and is served once the queue drains.
+    deadline = time.monotonic() + 60
+    while (response := app.submit(photo)).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    event, outputs = app.result(response.json()["event_id"])
+    assert event == "complete" and len(outputs[2]["faces"]) == 1
+    for event_id in accepted:  # the accepted ones were all served
+        assert app.result(event_id)[0] == "complete"
+
+
+def test_heic_photo_with_exif_orientation(app, tmp_path):
+    jpeg = exif_rotated_astronaut(tmp_path / "rotated.jpg")
+    heic = tmp_path / "rotated.heic"
+    image = Image.open(jpeg)
+    image.save(heic, format="HEIF", exif=image.info["exif"])
+    event, outputs = app.call_file(heic)
+    assert event == "complete"
+    upright = app.call_file(ASTRONAUT)[1][2]
+    assert outputs[2]["image"] == upright["image"]
+    (face,), (want,) = outputs[2]["faces"], upright["faces"]
+    interocular = np.linalg.norm(np.subtract(want["keypoints"][36], want["keypoints"][45]))
+    assert np.linalg.norm(np.subtract(face["keypoints"], want["keypoints"]), axis=1).mean() < 0.05 * interocular
+
+
+def test_empty_file_is_called_empty(app, tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    assert app.call_file(empty) == ("error", "Cannot use this file: the file is empty (0 bytes)")
+
+
+@pytest.mark.parametrize("count, capped", [(20, False), (21, True)])
+def test_status_says_the_cap_cut_faces_only_when_it_did(app, tmp_path, count, capped):
+    photo = save(Image.fromarray(compose_faces(count, size=(1600, 1200))), tmp_path / f"{count}.png", format="PNG")
+    event, outputs = app.call_file(photo)
+    assert event == "complete"
+    assert len(outputs[2]["faces"]) == 20
+    assert outputs[3] == "Found 20 faces" + (" (showing the 20 largest)" if capped else "") + "."
