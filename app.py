@@ -21,6 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import ctypes
+import ctypes.util
+
 import cv2
 import gradio as gr
 import numpy as np
@@ -47,7 +50,7 @@ DISPLAY_MAX_SIDE = 2048
 JPEG_QUALITY = 90
 # Requests waiting beyond the ones running: an overload is told "queue is full" at
 # once instead of waiting minutes. Two run at a time, one per core.
-QUEUE_MAX_SIZE = 16
+QUEUE_MAX_SIZE = 24
 CONCURRENCY = 2
 
 # Only files Gradio stored for a client (its upload and cache folder) are read.
@@ -56,8 +59,8 @@ UPLOAD_ROOT = Path(get_upload_folder())
 # another copy; each request prunes those older than OUTPUT_MAX_AGE_S and, past
 # OUTPUT_MAX_BYTES in all, the oldest.
 OUTPUT_DIR = UPLOAD_ROOT / "jaxkp-outputs"
-OUTPUT_MAX_AGE_S = 600
-OUTPUT_MAX_BYTES = 500_000_000
+OUTPUT_MAX_AGE_S = 300
+OUTPUT_MAX_BYTES = 32_000_000
 
 
 def write_jpeg(rgb: np.ndarray) -> str:
@@ -103,6 +106,17 @@ def display_copy(rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
 
 
+LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def release_memory() -> None:
+    """Hands freed heap pages back to the system (glibc): a large photo's buffers
+    would otherwise stay in the process's heap arenas, and RSS would creep up."""
+    trim = getattr(LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def refuse(message: str, reason: str, size: int | None) -> gr.Error:
     """One log line for a refused file (no traceback), and the client's one message."""
     log.info("refused photo: %s (%s bytes)", reason, "?" if size is None else size)
@@ -128,7 +142,14 @@ def read_request_photo(photo: str | dict | None) -> Photo:
 def predict(photo: str | dict | None) -> tuple[str, list[str], dict[str, Any], str]:
     """Faces and keypoints for one photo: (annotated JPEG, face crops, result JSON, status)."""
     prune_outputs()  # first, so refused requests prune too
-    image = read_request_photo(photo)
+    try:
+        return annotated_outputs(read_request_photo(photo))
+    finally:
+        release_memory()
+
+
+def annotated_outputs(image: Photo) -> tuple[str, list[str], dict[str, Any], str]:
+    """The four outputs for a decoded photo; the annotated image at display size."""
     # One face more than shown tells whether the cap cut any off.
     result = PIPELINE(image, max_faces=MAX_FACES + 1)
     capped = len(result["faces"]) > MAX_FACES
@@ -140,7 +161,6 @@ def predict(photo: str | dict | None) -> tuple[str, list[str], dict[str, Any], s
         status = f"Found {count} face{'s' if count > 1 else ''}" + (
             f" (showing the {MAX_FACES} largest)" if capped else "") + "."
     shown = display_copy(image.rgb)
-    del image
     crops = [write_jpeg(crop) for crop in face_crops(shown, result, PIPELINE.model.crop)]
     return write_jpeg(annotate(shown, result)), crops, result, status
 
@@ -164,7 +184,7 @@ class GuardedBlocks(gr.Blocks):
 
 
 def build_app() -> gr.Blocks:
-    with GuardedBlocks(title="jaxkp: facial keypoints", delete_cache=(600, 1800)) as app:
+    with GuardedBlocks(title="jaxkp: facial keypoints", delete_cache=(300, 900)) as app:
         gr.Markdown("# jaxkp\nUpload a photo or use the webcam: every face gets its 68 keypoints "
                     "(jaw, brows, nose, eyes, mouth).")
         with gr.Row():

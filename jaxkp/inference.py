@@ -215,13 +215,16 @@ def crop_box(face_box: np.ndarray, crop: tuple[float, float, float, float] = TRA
 
 def nearest_face_boxes(detector: FaceDetector, images: list[np.ndarray], keypoints: np.ndarray) -> np.ndarray:
     """For each labelled image, the Haar box whose centre is nearest its keypoints'
-    centre: (N, 4), NaN where no face is found."""
+    centre: (N, 4), NaN where no box holds that centre (a box elsewhere, on a
+    shirt say, is not a detection of this face)."""
     nearest = np.full((len(images), 4), np.nan)
     for index, (image, points) in enumerate(zip(images, keypoints)):
         boxes = detector(image)
         if len(boxes):
-            centres = boxes[:, :2] + boxes[:, 2:] / 2
-            nearest[index] = boxes[np.argmin(np.linalg.norm(centres - points.mean(axis=0), axis=1))]
+            centre = points.mean(axis=0)
+            box = boxes[np.argmin(np.linalg.norm(boxes[:, :2] + boxes[:, 2:] / 2 - centre, axis=1))]
+            if np.all(box[:2] <= centre) and np.all(centre <= box[:2] + box[2:]):
+                nearest[index] = box
     return nearest
 
 

@@ -24,7 +24,7 @@ def test_api_matches_python_api(client, app_module, tmp_path):
         for got, want in zip(result["faces"], expected["faces"]):
             assert got["box"] == want["box"]
             np.testing.assert_allclose(got["keypoints"], want["keypoints"], atol=0.011)
-        assert annotated.endswith(".png")
+        assert annotated.endswith(".jpg")
         if expected["faces"]:
             assert f"Found {len(expected['faces'])} face" in status
         else:

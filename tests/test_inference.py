@@ -10,7 +10,7 @@ from PIL import Image
 
 from jaxkp.examples import compose_faces
 from jaxkp import load_pipeline
-from jaxkp.inference import BATCH_SIZES, TRAINING_IMAGE_CROP, ImageError, crop_box, load_photo
+from jaxkp.inference import BATCH_SIZES, TRAINING_IMAGE_CROP, ImageError, crop_box, load_photo, nearest_face_boxes
 from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,3 +146,16 @@ def test_faces_in_a_long_strip_are_found(pipeline):
     result = pipeline(strip)
     assert len(result["faces"]) == 4
     assert result["image"] == {"width": 20000, "height": 200}
+
+
+def test_a_box_away_from_the_labelled_face_is_not_its_detection():
+    points = np.tile([[100.0, 100.0]], (68, 1)) + np.random.default_rng(0).normal(0, 10, (68, 2))
+    image = np.zeros((300, 300), np.uint8)
+
+    def detector(_image):
+        return boxes
+
+    boxes = np.array([[200.0, 250.0, 40.0, 40.0]])  # a false positive on the chest
+    assert np.isnan(nearest_face_boxes(detector, [image], points[None])).all()
+    boxes = np.array([[200.0, 250.0, 40.0, 40.0], [60.0, 50.0, 90.0, 90.0]])
+    np.testing.assert_array_equal(nearest_face_boxes(detector, [image], points[None])[0], boxes[1])

@@ -1,0 +1,123 @@
+"""Soak test: mixed good and hostile traffic against a running app, over raw HTTP.
+
+    python benchmarks/soak.py [--seconds 120] [--threads 8]
+
+Starts `python app.py` in its own process with its own Gradio folder, then 8
+client threads send, for 2 minutes, a mix of good photos (a portrait, five faces,
+no face, a 64-megapixel JPEG) and bad requests (paths to server files, a FIFO,
+a non-image, an empty file, a truncated JPEG, malformed payloads). Prints the
+requests served, good requests that failed (must be 0), p50/p95 latency of the
+good ones, and the app's RSS and disk use at the start and the end (both must
+stay flat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from PIL import Image  # noqa: E402
+
+from app_process import AppProcess  # noqa: E402
+from jaxkp.examples import compose_faces  # noqa: E402
+from photos import ASTRONAUT, CAMERA  # noqa: E402
+from test_app_security import big_jpeg  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="jaxkp-soak-"))
+    files = workdir / "files"
+    files.mkdir()
+    five = files / "five.png"
+    Image.fromarray(compose_faces(5)).save(five)
+    big = big_jpeg(files / "big.jpg")
+    junk = files / "junk.png"
+    junk.write_text("not a photo")
+    empty = files / "empty.jpg"
+    empty.write_bytes(b"")
+    buffer = io.BytesIO()
+    Image.open(ASTRONAUT).convert("RGB").save(buffer, format="JPEG")
+    truncated = files / "truncated.jpg"
+    truncated.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+    app = AppProcess(workdir)
+    try:
+        uploaded = {path: {"path": app.upload(path), "meta": {"_type": "gradio.FileData"}}
+                    for path in (ASTRONAUT, five, CAMERA, big, junk, empty, truncated)}
+        root = Path(uploaded[ASTRONAUT]["path"]).parents[1]
+        os.mkfifo(root / "fifo")
+        good = [uploaded[ASTRONAUT]] * 4 + [uploaded[five]] * 3 + [uploaded[CAMERA]] * 2 + [uploaded[big]]
+        bad = [uploaded[junk], uploaded[empty], uploaded[truncated], {"path": "/etc/hostname"},
+               {"path": str(ROOT / "checkpoints" / "loss_curve.png")}, {"path": str(root / "fifo")},
+               {"path": "/dev/zero"}, {"path": 5}, "/etc/passwd"]
+        app.call(uploaded[big])  # warm: compile the batch sizes the photos need
+        start_rss, start_disk = app.rss_bytes(), app.disk_bytes()
+        latencies, outcomes = [], Counter()
+        lock = threading.Lock()
+        deadline = time.monotonic() + args.seconds
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            while time.monotonic() < deadline:
+                is_good = rng.random() < 0.6
+                payload = rng.choice(good if is_good else bad)
+                started = time.monotonic()
+                try:
+                    event, _ = app.call(payload, timeout=60)
+                except Exception as error:  # noqa: BLE001 - a soak counts every failure
+                    event = f"exception {type(error).__name__}"
+                seconds = time.monotonic() - started
+                with lock:
+                    if is_good:
+                        outcomes["good served" if event == "complete" else "good FAILED"] += 1
+                        latencies.append(seconds)
+                    else:
+                        outcomes["bad refused" if event == "error" else f"bad answered {event}"] += 1
+
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(args.threads)]
+        for thread in threads:
+            thread.start()
+        samples = []
+        while any(thread.is_alive() for thread in threads):
+            time.sleep(min(10, args.seconds / 12))
+            samples.append((app.rss_bytes() / 1e6, app.disk_bytes() / 1e6))
+        for thread in threads:
+            thread.join()
+        end_rss, end_disk = app.rss_bytes(), app.disk_bytes()
+        log = app.log_path.read_text()
+    finally:
+        app.close()
+    latencies.sort()
+    print(f"{args.seconds:.0f} s, {args.threads} client threads, {sum(outcomes.values())} requests")
+    for name, count in sorted(outcomes.items()):
+        print(f"  {name}: {count}")
+    print(f"  good requests that failed: {outcomes['good FAILED']}")
+    if latencies:
+        print(f"  good latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+              f"p95 {latencies[int(0.95 * (len(latencies) - 1))] * 1000:.0f} ms")
+    print(f"  app RSS {start_rss / 1e6:.0f} MB at start, {end_rss / 1e6:.0f} MB at end")
+    print(f"  disk in the app's Gradio folder {start_disk / 1e6:.1f} MB at start, {end_disk / 1e6:.1f} MB at end")
+    print("  RSS MB / disk MB over the run: " + ", ".join(f"{rss:.0f}/{disk:.1f}" for rss, disk in samples))
+    print(f"  tracebacks in the app's log: {log.count('Traceback')}")
+    return 1 if outcomes["good FAILED"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
