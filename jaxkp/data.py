@@ -15,9 +15,11 @@ import csv
 import math
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -355,23 +357,23 @@ def degrade(patch: np.ndarray, rng: np.random.Generator, augmentation: Augmentat
     return patch
 
 
+def augmented_example(dataset: Dataset, index: int, rng: np.random.Generator, augmentation: Augmentation,
+                      crop: tuple[float, float, float, float] | None = None) -> Example:
+    """Example `index` under detector-style framing and `augmentation`."""
+    matrix, flipped = augmented_matrix(dataset, index, rng, augmentation, crop)
+    patch = jitter_photometric(warp_to_input(dataset.images[index], matrix), rng, augmentation)
+    return Example(degrade(patch, rng, augmentation), target_keypoints(dataset.keypoints[index], matrix, flipped),
+                   matrix, int(dataset.source_ids()[index]))
+
+
 def augmented_batches(
     dataset: Dataset, batch_size: int, rng: np.random.Generator, augmentation: Augmentation,
-    crop: tuple[float, float, float, float] | None = None,
+    crop: tuple[float, float, float, float] | None = None, **sharding: Any,
 ) -> Iterator[Batch]:
-    """One epoch of shuffled batches under detector-style framing and `augmentation`."""
-    order = rng.permutation(len(dataset))
-    for start in range(0, len(order) - batch_size + 1, batch_size):
-        indices = order[start : start + batch_size]
-        images, targets, matrices = [], [], []
-        for i in indices:
-            matrix, flipped = augmented_matrix(dataset, i, rng, augmentation, crop)
-            patch = jitter_photometric(warp_to_input(dataset.images[i], matrix), rng, augmentation)
-            images.append(degrade(patch, rng, augmentation))
-            targets.append(target_keypoints(dataset.keypoints[i], matrix, flipped))
-            matrices.append(matrix)
-        yield Batch(np.stack(images)[..., None], np.stack(targets).astype(np.float32), np.stack(matrices),
-                    dataset.source_ids()[indices])
+    """One epoch of shuffled batches under detector-style framing and `augmentation`
+    (`sharding`: shuffled_batches' shard and map_fn)."""
+    return shuffled_batches(dataset, batch_size, rng, partial(augmented_example, augmentation=augmentation, crop=crop),
+                            **sharding)
 
 
 # --- batches ------------------------------------------------------------------
@@ -385,6 +387,14 @@ class Batch:
     sources: np.ndarray  # (B,) int32 data set of each example (its mark-up convention)
 
 
+@dataclass
+class Example:
+    image: np.ndarray  # (224, 224) uint8
+    keypoints: np.ndarray  # (68, 2) in [-1, 1]
+    matrix: np.ndarray  # (2, 3) original -> input pixels
+    source: int
+
+
 def make_batch(dataset: Dataset, indices: np.ndarray, matrices: list[np.ndarray]) -> Batch:
     images = np.stack([warp_to_input(dataset.images[i], m) for i, m in zip(indices, matrices)])
     keypoints = np.stack(
@@ -393,15 +403,52 @@ def make_batch(dataset: Dataset, indices: np.ndarray, matrices: list[np.ndarray]
     return Batch(images[..., None], keypoints.astype(np.float32), np.stack(matrices), dataset.source_ids()[indices])
 
 
-def train_batches(
-    dataset: Dataset, batch_size: int, rng: np.random.Generator, crop_min_fraction: float
+def shuffled_batches(
+    dataset: Dataset, batch_size: int, rng: np.random.Generator,
+    make_example: Callable[[Dataset, int, np.random.Generator], Example],
+    shard: tuple[int, int] = (0, 1), map_fn: Callable = map,
 ) -> Iterator[Batch]:
-    """One epoch of shuffled, randomly cropped batches; the last partial batch is dropped."""
+    """One epoch of shuffled global batches of `batch_size`, the last partial one dropped.
+
+    Yields only shard (index, count)'s rows of each global batch, so each process
+    makes only its share. Every example has its own generator, seeded from `rng`
+    by its place in the epoch, so the data are the same whatever the number of
+    processes or of workers that `map_fn` (e.g. a thread pool's map; OpenCV
+    releases the GIL) spreads the examples over.
+    """
+    shard_index, shard_count = shard
+    if batch_size % shard_count:
+        raise ValueError(f"batch size {batch_size} does not split into {shard_count} shards")
+    local = batch_size // shard_count
     order = rng.permutation(len(dataset))
+    seeds = rng.integers(0, 2**63, size=len(order))
+
+    def example(position: int) -> Example:
+        return make_example(dataset, int(order[position]), np.random.default_rng(seeds[position]))
+
     for start in range(0, len(order) - batch_size + 1, batch_size):
-        indices = order[start : start + batch_size]
-        matrices = [random_crop_matrix(dataset.images[i], rng, crop_min_fraction) for i in indices]
-        yield make_batch(dataset, indices, matrices)
+        first = start + shard_index * local
+        examples = list(map_fn(example, range(first, first + local)))
+        yield Batch(np.stack([e.image for e in examples])[..., None],
+                    np.stack([e.keypoints for e in examples]).astype(np.float32),
+                    np.stack([e.matrix for e in examples]), np.array([e.source for e in examples], np.int32))
+
+
+def cropped_example(dataset: Dataset, index: int, rng: np.random.Generator, crop_min_fraction: float) -> Example:
+    """The reference recipe's example: a random crop of the whole image, rescaled."""
+    matrix = random_crop_matrix(dataset.images[index], rng, crop_min_fraction)
+    return Example(warp_to_input(dataset.images[index], matrix),
+                   normalize_keypoints(apply_affine(matrix, dataset.keypoints[index])), matrix,
+                   int(dataset.source_ids()[index]))
+
+
+def train_batches(
+    dataset: Dataset, batch_size: int, rng: np.random.Generator, crop_min_fraction: float, **sharding: Any,
+) -> Iterator[Batch]:
+    """One epoch of shuffled, randomly cropped batches; the last partial batch is dropped
+    (`sharding`: shuffled_batches' shard and map_fn)."""
+    return shuffled_batches(dataset, batch_size, rng, partial(cropped_example, crop_min_fraction=crop_min_fraction),
+                            **sharding)
 
 
 def eval_batches(dataset: Dataset, batch_size: int, framing: str = "whole",

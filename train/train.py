@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +140,21 @@ class Trainer:
         model.train()
         self.model_graph, model_state = nnx.split(model)
         self.optimizer_graph, optimizer_state = nnx.split(optimizer)
-        self.model_state = jax.device_put(model_state, self.replicated)
-        self.optimizer_state = jax.device_put(optimizer_state, self.replicated)
+        self.model_state = self.replicate(model_state)
+        self.optimizer_state = self.replicate(optimizer_state)
         self._train_step = jax.jit(train_step, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
         self._predict_step = jax.jit(predict_step, static_argnums=0)
+
+    def replicate(self, tree: Any) -> Any:
+        """Host values -> the same value on every device of every process (device_put
+        reaches only this process's devices)."""
+        def put(leaf: Any) -> jax.Array:
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                data = jax.make_array_from_process_local_data(self.replicated, np.asarray(jax.random.key_data(leaf)))
+                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+            return jax.make_array_from_process_local_data(self.replicated, np.asarray(leaf))
+
+        return jax.tree.map(put, tree)
 
     def global_batch(self, array: np.ndarray) -> jax.Array:
         return jax.make_array_from_process_local_data(self.data_sharding, array)
@@ -162,7 +174,10 @@ class Trainer:
         return loss
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        predictions = self._predict_step(self.eval_graph, self.model_state, self.global_batch(images))
+        """Predictions for a whole batch that every process holds; each computes its share."""
+        local = len(images) // jax.process_count()
+        mine = images[jax.process_index() * local : (jax.process_index() + 1) * local]
+        predictions = self._predict_step(self.eval_graph, self.model_state, self.global_batch(mine))
         return np.asarray(multihost_utils.process_allgather(predictions, tiled=True))
 
     def model(self) -> nnx.Module:
@@ -183,8 +198,8 @@ class Trainer:
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         model_state, optimizer_state = checkpoint.arrays_to_tree((self.model_state, self.optimizer_state), arrays)
-        self.model_state = jax.device_put(model_state, self.replicated)
-        self.optimizer_state = jax.device_put(optimizer_state, self.replicated)
+        self.model_state = self.replicate(model_state)
+        self.optimizer_state = self.replicate(optimizer_state)
 
 
 def initial_model(config: Config) -> nnx.Module:
@@ -222,11 +237,14 @@ def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int, framing: 
     return summary, predicted
 
 
-def epoch_batches(config: Config, dataset: data.Dataset, rng: np.random.Generator) -> Iterator[data.Batch]:
-    """One epoch of training batches: the reference's random crop, or the recipe's augmentation."""
+def epoch_batches(config: Config, dataset: data.Dataset, rng: np.random.Generator, **sharding: Any
+                  ) -> Iterator[data.Batch]:
+    """One epoch of training batches: the reference's random crop, or the recipe's
+    augmentation (`sharding`: this process's shard and the workers' map, see
+    data.shuffled_batches)."""
     if config.augmentation is None:
-        return data.train_batches(dataset, config.batch_size, rng, config.crop_min_fraction)
-    return data.augmented_batches(dataset, config.batch_size, rng, config.augmentation, config.crop)
+        return data.train_batches(dataset, config.batch_size, rng, config.crop_min_fraction, **sharding)
+    return data.augmented_batches(dataset, config.batch_size, rng, config.augmentation, config.crop, **sharding)
 
 
 def read_metrics(workdir: Path, up_to_epoch: int) -> list[dict[str, Any]]:
@@ -322,13 +340,15 @@ def predicted_in_markup(predicted: np.ndarray, dataset: data.Dataset, framing: s
     return np.stack(moved)
 
 
-def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str], workdir: Path | str
-                       ) -> list[dict[str, Any]]:
+def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str], workdir: Path | str,
+                       input_workers: int = 1) -> list[dict[str, Any]]:
     """Trains `config` on the data in `data_dirs`, resuming from `workdir` if a run is there.
 
     After each epoch the workdir gets model.safetensors + config.json (the
     export), train_state.safetensors (to resume), metrics.jsonl and
-    loss_curve.png. Returns the per-epoch metric records.
+    loss_curve.png. Returns the per-epoch metric records. Each process makes only
+    its share of every global batch, over `input_workers` threads; only process 0
+    writes the workdir.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -361,18 +381,18 @@ def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str],
     records = read_metrics(workdir, start_epoch)
 
     process_index, process_count = jax.process_index(), jax.process_count()
-    local_batch = config.batch_size // process_count
+    workers = ThreadPoolExecutor(input_workers) if input_workers > 1 else None
+    sharding = {"shard": (process_index, process_count), "map_fn": workers.map if workers else map}
     for epoch in range(start_epoch + 1, config.epochs + 1):
         # A fresh generator per epoch makes the data order independent of resumes.
         rng = np.random.default_rng([config.seed, epoch])
-        batches = data.prefetch(epoch_batches(config, epoch_subset(train_set, sources, rng), rng))
+        batches = data.prefetch(epoch_batches(config, epoch_subset(train_set, sources, rng), rng, **sharding))
         losses = []
         start = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", file=sys.stderr,
                   disable=process_index != 0, dynamic_ncols=True) as progress:
             for batch in batches:
-                local = slice(process_index * local_batch, (process_index + 1) * local_batch)
-                losses.append(trainer.step(batch.images[local], batch.keypoints[local], batch.sources[local]))
+                losses.append(trainer.step(batch.images, batch.keypoints, batch.sources))
                 if len(losses) % 10 == 0 or len(losses) == steps:
                     recent = float(np.mean(jax.device_get(losses[-10:])))
                     if not np.isfinite(recent):
@@ -395,6 +415,8 @@ def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str],
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         if process_index == 0:
             save_epoch(trainer, config, workdir, epoch, records, sources)
+    if workers:
+        workers.shutdown()
     return records
 
 
