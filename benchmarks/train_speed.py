@@ -1,11 +1,13 @@
-"""Training throughput: the bare jitted step, and the whole loop with the input pipeline.
+"""Training throughput: the input pipeline alone, the bare jitted step, and the whole loop.
 
-    python benchmarks/train_speed.py --data-dir ../shared/data/youtube-faces-keypoints [--config improved-haar]
+    python benchmarks/train_speed.py --data-dir ../shared/data/youtube-faces-keypoints \
+        [--config heatmap-haar] [--workers 1 2]
 
 Prints images/s (median of repeats) for the recipe's batch size (or --batch-size)
-on every local device, and what a full run of the recipe would take at that rate.
-Without --data-dir the whole-loop figure uses generated images of the data's
-median size.
+on every local device: the input pipeline alone for each worker count (threads
+that make a batch's examples), the bare step, and the whole loop with the
+largest worker count; and what a full run of the recipe would take at that rate.
+Without --data-dir the figures use generated images of the data's median size.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,6 +36,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="input worker counts to time")
     args = parser.parse_args()
     config = CONFIGS[args.config]
     config = config.replace(batch_size=args.batch_size or config.batch_size)
@@ -50,6 +54,17 @@ def main() -> None:
     batch = next(epoch_batches(config, dataset, np.random.default_rng(0)))
     trainer.step(batch.images, batch.keypoints).block_until_ready()  # compile
 
+    pipeline = {}
+    for workers in args.workers:
+        with ThreadPoolExecutor(workers) as pool:
+            rates = []
+            for repeat in range(args.repeats):
+                start = time.perf_counter()
+                count = sum(len(b.images) for b in epoch_batches(config, dataset, np.random.default_rng(repeat),
+                                                                 map_fn=pool.map if workers > 1 else map))
+                rates.append(count / (time.perf_counter() - start))
+        pipeline[workers] = statistics.median(rates)
+
     bare = []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -59,9 +74,10 @@ def main() -> None:
         bare.append(args.steps * args.batch_size / (time.perf_counter() - start))
 
     loop = []
+    pool = ThreadPoolExecutor(max(args.workers))
     for repeat in range(args.repeats):
         start = time.perf_counter()
-        batches = data.prefetch(epoch_batches(config, dataset, np.random.default_rng(repeat)))
+        batches = data.prefetch(epoch_batches(config, dataset, np.random.default_rng(repeat), map_fn=pool.map))
         steps = 0
         for batch in batches:
             loss = trainer.step(batch.images, batch.keypoints)
@@ -71,8 +87,11 @@ def main() -> None:
 
     devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
     print(f"recipe {args.config} ({config.network} network); devices: {devices}; batch {args.batch_size}")
+    for workers, rate in pipeline.items():
+        print(f"input pipeline alone, {workers} worker(s): {rate:.0f} images/s (median of {args.repeats})")
     print(f"bare jitted step: {statistics.median(bare):.1f} images/s (median of {args.repeats})")
-    print(f"whole loop with input pipeline: {statistics.median(loop):.1f} images/s (median of {args.repeats})")
+    print(f"whole loop with input pipeline ({max(args.workers)} workers): {statistics.median(loop):.1f} images/s "
+          f"(median of {args.repeats})")
     epoch_images = 3100  # training images after the person-disjoint validation split
     minutes = config.epochs * epoch_images / statistics.median(loop) / 60
     print(f"-> {config.epochs} epochs of {epoch_images} images: {minutes:.1f} min")

@@ -211,7 +211,8 @@ def soft_argmax(logits: jax.Array) -> jax.Array:
     2018) is differentiable and finer than the map's cells.
     """
     batch, height, width, keypoints = logits.shape
-    weights = jax.nn.softmax(logits.reshape(batch, height * width, keypoints), axis=1)
+    # float32 whatever the layers computed in: a softmax over 784 cells needs its precision.
+    weights = jax.nn.softmax(logits.astype(jnp.float32).reshape(batch, height * width, keypoints), axis=1)
     weights = weights.reshape(batch, height, width, keypoints)
     # Cell i covers [i, i + 1) of the map, so its centre sits at (i + 0.5) / size.
     xs = (jnp.arange(width) + 0.5) / width * 2 - 1

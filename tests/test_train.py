@@ -7,12 +7,15 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxkp import checkpoint, data
+from jaxkp.model import create_model
 from train.config import CONFIGS
-from train.train import TRAIN_STATE_FILE, Trainer, TrainingError, make_mesh, train_and_evaluate
+from train.train import TRAIN_STATE_FILE, Trainer, TrainingError, make_mesh, set_compute_dtype, train_and_evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = CONFIGS["tiny"]
@@ -168,3 +171,19 @@ def test_short_run_on_real_data(real_data_dir, tmp_path):
     assert records[-1]["images"] > 0 and np.isfinite(records[-1]["nme_mean"])
     model, _ = checkpoint.load_weights(tmp_path)
     assert (tmp_path / "model.safetensors").stat().st_size < 10_000_000
+
+
+def test_bfloat16_compute_trains_tiny_as_float32_does(synthetic_data_dir, tmp_path):
+    model = create_model("reference")
+    set_compute_dtype(model, "bfloat16")
+    model.eval()
+    assert model(jnp.zeros((1, 224, 224, 1))).dtype == jnp.bfloat16  # the layers compute in bfloat16
+    assert {leaf.dtype for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype("float32")}
+    config = TINY.replace(epochs=3)
+    full = train_and_evaluate(config, synthetic_data_dir, tmp_path / "float32")
+    mixed = train_and_evaluate(config.replace(compute_dtype="bfloat16"), synthetic_data_dir, tmp_path / "bfloat16")
+    assert mixed[-1]["train_loss"] < 0.5 * mixed[0]["train_loss"]  # it learns
+    np.testing.assert_allclose([r["train_loss"] for r in mixed], [r["train_loss"] for r in full], rtol=0.05)
+    trained, saved = checkpoint.load_weights(tmp_path / "bfloat16")
+    assert saved["train_config"]["compute_dtype"] == "bfloat16"
+    assert {value.dtype for value in checkpoint.model_arrays(trained).values()} == {np.dtype("float32")}

@@ -55,6 +55,9 @@ class Config:
     datasets: tuple[DataSource, ...] = ()
     # Start from these weights (a folder or Hub id) instead of a fresh initialisation.
     init_from: str | None = None
+    # "float32", or "bfloat16": convolutions and matrix products in bfloat16 (mixed
+    # precision, for GPUs and TPUs), parameters, optimizer state and loss in float32.
+    compute_dtype: str = "float32"
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)

@@ -111,7 +111,7 @@ def train_step(
     def loss_fn(model: nnx.Module) -> jax.Array:
         inputs = to_input(images)
         predicted = model(inputs, sources) if isinstance(model, WithConventions) else model(inputs)
-        return keypoint_loss(loss, predicted, keypoints)
+        return keypoint_loss(loss, predicted.astype(jnp.float32), keypoints)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
@@ -132,6 +132,7 @@ class Trainer:
         self.data_sharding = NamedSharding(mesh, PartitionSpec("data"))
         self.replicated = NamedSharding(mesh, PartitionSpec())
         model = initial_model(config)
+        set_compute_dtype(model, config.compute_dtype)
         if num_sources > 1:
             model = WithConventions(model, num_sources)
         optimizer = nnx.Optimizer(model, make_optimizer(config, steps_per_epoch), wrt=nnx.Param)
@@ -216,6 +217,19 @@ def initial_model(config: Config) -> nnx.Module:
         raise TrainingError(f"{config.init_from} holds a {saved['network']!r} network, the recipe needs {config.network!r}")
     model.train()
     return model
+
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def set_compute_dtype(model: nnx.Module, name: str) -> None:
+    """Makes every layer compute in `name` while its parameters stay float32 (each
+    NNX layer casts its inputs and parameters to its `dtype`)."""
+    if name not in COMPUTE_DTYPES:
+        raise TrainingError(f"unknown compute_dtype {name!r}; choose one of {sorted(COMPUTE_DTYPES)}")
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, (nnx.Conv, nnx.Linear, nnx.BatchNorm)):
+            module.dtype = COMPUTE_DTYPES[name]
 
 
 def make_mesh() -> jax.sharding.Mesh:
