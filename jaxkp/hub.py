@@ -29,6 +29,50 @@ DATA_CITATION = """@inproceedings{wolf2011face,
 }"""
 
 
+IBUG_CITATION = """@article{sagonas2016300,
+  title   = {300 Faces In-The-Wild Challenge: database and results},
+  author  = {Sagonas, Christos and Antonakos, Epameinondas and Tzimiropoulos, Georgios and Zafeiriou, Stefanos and Pantic, Maja},
+  journal = {Image and Vision Computing},
+  volume  = {47},
+  pages   = {3--18},
+  year    = {2016}
+}"""
+
+# Every data set a recipe may name: what it is, how it is cited, and its terms.
+DATA_SETS = {
+    "youtube-faces-keypoints": (
+        "3462 frames of 347 people from the YouTube Faces Dataset, cropped to one face each and labelled with "
+        "68 keypoints, as published for Udacity's facial-keypoints project; validation holds out whole people.",
+        DATA_CITATION, None),
+    "ibug-300w-train": (
+        "1675 real photos of the LFPW and HELEN training sets with the 68-point mark-up of the 300-W challenge "
+        "(Sagonas et al.), one photo per person; validation holds out whole photos.",
+        IBUG_CITATION,
+        "The 300-W annotations are released for research only; commercial use is not allowed, the photos belong "
+        "to their owners, and these weights, trained on them, carry the same restriction."),
+}
+
+
+def data_section(config: dict[str, Any]) -> str:
+    train = config.get("train_config", {})
+    names = [source["name"] for source in train.get("datasets") or []] or ["youtube-faces-keypoints"]
+    parts = []
+    for name in names:
+        text, citation, terms = DATA_SETS.get(name, (f"`{name}` (no description recorded).", None, None))
+        parts.append(f"- **{name}**: {text}" + (f" **Licence: {terms}**" if terms else ""))
+    parts.append(f"\nValidation share {train.get('val_fraction', '?')} of each data set, seed {train.get('seed', '?')}.")
+    if config.get("markup"):
+        parts.append(f"The network outputs the **{config['markup']}** mark-up; `config.json`'s `markup_offsets` "
+                     "hold the learnt per-point offset to each other data set's mark-up.")
+    citations = [DATA_SETS[name][1] for name in names if name in DATA_SETS]
+    return "\n".join(parts) + "\n\n```bibtex\n" + "\n\n".join(citations) + "\n```"
+
+
+def research_only(config: dict[str, Any]) -> bool:
+    return any(DATA_SETS.get(source["name"], (None, None, None))[2]
+               for source in config.get("train_config", {}).get("datasets") or [])
+
+
 def recipe_summary(train: dict[str, Any]) -> str:
     optimizer = "AdamW" if train.get("weight_decay") else "Adam"
     schedule = "a warmup-cosine schedule" if train.get("schedule") == "cosine" else "a constant learning rate"
@@ -49,13 +93,17 @@ def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: s
     """README.md for the Hub: metadata, data and citation, recipe, figures, use and limits."""
     train = config.get("train_config", {})
     last = records[-1] if records else config.get("validation", {})
-    figures = "\n".join(
-        f"| {label} | {last[key]:.4f} |" for key, label in [
-            ("nme_mean", "NME, mean"), ("nme_median", "NME, median"),
+    sources = [source["name"] for source in train.get("datasets") or []]
+    prefixes = [f"{name}/" for name in sources] if len(sources) > 1 else [""]
+    rows = [("nme_mean", "NME, mean"), ("nme_median", "NME, median"),
             ("failure_rate_0.08", "failure rate (NME > 0.08)"), ("failure_rate_0.10", "failure rate (NME > 0.10)"),
-            ("rmse_px", "RMS point error (pixels)"), ("val_loss", "MSE (normalised coordinates)"),
-        ] if key in last
+            ("rmse_px", "RMS point error (pixels)"), ("val_loss", "MSE (normalised coordinates)")]
+    header = "| metric | " + " | ".join(p.rstrip("/") or "value" for p in prefixes) + " |\n|" + " --- |" * (1 + len(prefixes))
+    figures = "\n".join(
+        f"| {label} | " + " | ".join(f"{last[p + key]:.4f}" if p + key in last else "" for p in prefixes) + " |"
+        for key, label in rows if any(p + key in last for p in prefixes)
     ) or "| (no validation figures recorded) | |"
+    figures = header + "\n" + figures
     recipe = ", ".join(f"{key} {value}" for key, value in train.items()) or "not recorded"
     if not train.get("augmentation"):
         evaluated_on = "whole validation images"
@@ -74,7 +122,7 @@ tags:
 - face-alignment
 - keypoint-detection
 - 68-points
----
+{"license: other" + chr(10) + "license_name: research-only (300-W annotations)" + chr(10) if research_only(config) else ""}---
 
 # {repo_id}
 
@@ -91,36 +139,27 @@ result = pipeline("photo.jpg")                # {{"image": {{...}}, "faces": [{{
 
 ## Training data
 
-3462 frames of 347 people from the YouTube Faces Dataset, cropped to one face each and labelled with
-68 keypoints, as published for Udacity's facial-keypoints project. Validation holds out whole people
-(a share of {train.get('val_fraction', '?')} of them, seed {train.get('seed', '?')}), never frames of a
-person seen in training.
-
-```bibtex
-{DATA_CITATION}
-```
+{data_section(config)}
 
 ## Recipe
 
 Trained with jaxkp's `python -m train` for {config.get('epochs_done', '?')} epochs: {recipe}.
 {recipe_summary(train)}
 
-## Validation figures (person-disjoint split, after the last epoch)
+## Validation figures (held-out people or photos, after the last epoch)
 
 NME is the mean point-to-point error divided by the distance between the outer eye corners
 (points 36 and 45), computed on {evaluated_on}.
 
-| metric | value |
-| --- | --- |
 {figures}
 
 ## Intended use and limits
 
 For research, teaching and demos of facial-landmark detection on roughly frontal faces. It was trained
-on low-resolution YouTube frames of mostly frontal, adult faces of public figures; expect larger errors
+on mostly frontal, adult faces (YouTube frames of public figures{", and web photos" if research_only(config) else ""}); expect larger errors
 on profile views, strong occlusion, extreme lighting, children, and faces the Haar detector frames
 differently from the training crops. It is not meant for identifying people, for biometric decisions,
-or for any use where an error harms someone.
+or for any use where an error harms someone.{chr(10) + chr(10) + "**Research only**: " + DATA_SETS["ibug-300w-train"][2] if research_only(config) else ""}
 """
 
 

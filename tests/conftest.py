@@ -25,6 +25,14 @@ def real_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_300w_dir() -> Path:
+    folder = REAL_DATA.parent / "ibug-300w-train"
+    if not (folder / "training_frames_keypoints.csv").is_file():
+        pytest.skip(f"300-W photos not found at {folder} (they sit beside the YouTube-Faces folder)")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synthetic"))
 

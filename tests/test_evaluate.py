@@ -47,19 +47,33 @@ def test_evaluate_cli_names_a_missing_folder(tmp_path):
     assert result.returncode == 1 and "test_frames_keypoints.csv" in result.stderr and "Traceback" not in result.stderr
 
 
+def score(data_dir: Path, json_path: Path, *extra: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "train.evaluate", "--data-dir", str(data_dir), "--split", "training",
+         "--val-only", "--json", str(json_path), *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(json_path.read_text())
+
+
 def test_bundled_weights_on_real_validation_people(real_data_dir, tmp_path):
     """The shipped checkpoint on the people its run held out, framed as its training
-    validated and end to end: it must stay ahead of dlib (0.0635 end to end) and of the
-    weights it replaced (residual-haar, 0.0644); it scores 0.048."""
-    for extra, limit in (([], 0.06), (["--end-to-end"], 0.06)):
-        result = subprocess.run(
-            [sys.executable, "-m", "train.evaluate", "--data-dir", str(real_data_dir), "--split", "training",
-             "--val-only", "--json", str(tmp_path / "figures.json"), *extra],
-            cwd=ROOT, capture_output=True, text=True, timeout=600,
-        )
-        assert result.returncode == 0, result.stderr
-        figures = json.loads((tmp_path / "figures.json").read_text())
+    validated and end to end, in the video frames' own mark-up: it must stay ahead of
+    dlib (0.0635 end to end) and of the YouTube-Faces-only weights (0.048)."""
+    for extra in ([], ["--end-to-end"]):
+        figures = score(real_data_dir, tmp_path / "figures.json", "--markup", "youtube-faces-keypoints", *extra)
         assert figures["images"] > 200
-        assert figures["nme_mean"] < limit, figures
+        assert figures["nme_mean"] < 0.048, figures
         if extra:
             assert figures["detection_rate"] > 0.95
+
+
+def test_bundled_weights_on_real_validation_photos(real_300w_dir, tmp_path):
+    """The shipped checkpoint on the 300-W photos its run held out, end to end, in the
+    mark-up it serves: the weights trained on video frames alone scored 0.065 here."""
+    figures = score(real_300w_dir, tmp_path / "figures.json", "--end-to-end")
+    assert figures["images"] > 150 and figures["detection_rate"] > 0.95
+    assert figures["nme_mean"] < 0.05, figures
+    # The mark-up it serves is 300-W's: no region sits off by a convention shift.
+    assert all(abs(region["offset_y"]) < 0.01 for region in figures["regions"].values()), figures["regions"]
