@@ -37,9 +37,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="input worker counts to time")
+    parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="default: the recipe's")
     args = parser.parse_args()
     config = CONFIGS[args.config]
-    config = config.replace(batch_size=args.batch_size or config.batch_size)
+    config = config.replace(batch_size=args.batch_size or config.batch_size,
+                            compute_dtype=args.compute_dtype or config.compute_dtype)
     args.batch_size = config.batch_size
     trainer = Trainer(config, make_mesh())
 
@@ -86,7 +88,8 @@ def main() -> None:
         loop.append(steps * args.batch_size / (time.perf_counter() - start))
 
     devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-    print(f"recipe {args.config} ({config.network} network); devices: {devices}; batch {args.batch_size}")
+    print(f"recipe {args.config} ({config.network} network, {config.compute_dtype}); devices: {devices}; "
+          f"batch {args.batch_size}")
     for workers, rate in pipeline.items():
         print(f"input pipeline alone, {workers} worker(s): {rate:.0f} images/s (median of {args.repeats})")
     print(f"bare jitted step: {statistics.median(bare):.1f} images/s (median of {args.repeats})")

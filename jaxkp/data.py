@@ -363,7 +363,7 @@ def augmented_example(dataset: Dataset, index: int, rng: np.random.Generator, au
     matrix, flipped = augmented_matrix(dataset, index, rng, augmentation, crop)
     patch = jitter_photometric(warp_to_input(dataset.images[index], matrix), rng, augmentation)
     return Example(degrade(patch, rng, augmentation), target_keypoints(dataset.keypoints[index], matrix, flipped),
-                   matrix, int(dataset.source_ids()[index]))
+                   matrix, int(dataset.source_ids()[index]), flipped)
 
 
 def augmented_batches(
@@ -385,6 +385,8 @@ class Batch:
     keypoints: np.ndarray  # (B, 68, 2) float32 in [-1, 1]
     matrices: np.ndarray  # (B, 2, 3) original -> input pixels
     sources: np.ndarray  # (B,) int32 data set of each example (its mark-up convention)
+    # (B,) bool: shown mirrored (its mark-up's offsets mirror too); None for unaugmented batches.
+    flipped: np.ndarray | None = None
 
 
 @dataclass
@@ -393,6 +395,7 @@ class Example:
     keypoints: np.ndarray  # (68, 2) in [-1, 1]
     matrix: np.ndarray  # (2, 3) original -> input pixels
     source: int
+    flipped: bool = False
 
 
 def make_batch(dataset: Dataset, indices: np.ndarray, matrices: list[np.ndarray]) -> Batch:
@@ -431,7 +434,8 @@ def shuffled_batches(
         examples = list(map_fn(example, range(first, first + local)))
         yield Batch(np.stack([e.image for e in examples])[..., None],
                     np.stack([e.keypoints for e in examples]).astype(np.float32),
-                    np.stack([e.matrix for e in examples]), np.array([e.source for e in examples], np.int32))
+                    np.stack([e.matrix for e in examples]), np.array([e.source for e in examples], np.int32),
+                    np.array([e.flipped for e in examples]))
 
 
 def cropped_example(dataset: Dataset, index: int, rng: np.random.Generator, crop_min_fraction: float) -> Example:

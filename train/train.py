@@ -78,8 +78,10 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
 
 class WithConventions(nnx.Module):
     """A network plus a learnt per-point offset (normalised input units) for each data
-    set's mark-up convention. Data set 0's offset is zero: its mark-up is the one the
-    network itself outputs and serves; called without `sources`, this is the network."""
+    set's mark-up convention, in the photo's own frame: a mirrored example gets its
+    offsets mirrored, so a mark-up that sits to one side (not only a symmetric one)
+    is learnt too. Data set 0's offset is zero: its mark-up is the one the network
+    itself outputs and serves; called without `sources`, this is the network."""
 
     def __init__(self, network: nnx.Module, count: int):
         self.network = network
@@ -88,9 +90,16 @@ class WithConventions(nnx.Module):
     def all_offsets(self) -> jax.Array:
         return jnp.concatenate([jnp.zeros((1, NUM_KEYPOINTS, 2)), self.offsets[...]])
 
-    def __call__(self, images: jax.Array, sources: jax.Array | None = None) -> jax.Array:
+    def __call__(self, images: jax.Array, sources: jax.Array | None = None,
+                 flipped: jax.Array | None = None) -> jax.Array:
         predicted = self.network(images)
-        return predicted if sources is None else predicted + self.all_offsets()[sources]
+        if sources is None:
+            return predicted
+        offsets = self.all_offsets()[sources]
+        if flipped is not None:
+            mirrored = offsets[:, data.FLIP_PERMUTATION] * jnp.array([-1.0, 1.0])
+            offsets = jnp.where(flipped[:, None, None], mirrored, offsets)
+        return predicted + offsets
 
 
 def train_step(
@@ -102,6 +111,7 @@ def train_step(
     images: jax.Array,
     keypoints: jax.Array,
     sources: jax.Array,
+    flipped: jax.Array,
 ) -> tuple[nnx.State, nnx.State, jax.Array]:
     """One optimizer step on the loss between predicted and true normalised keypoints
     (each example's in its own data set's mark-up, where the model learns several)."""
@@ -110,7 +120,7 @@ def train_step(
 
     def loss_fn(model: nnx.Module) -> jax.Array:
         inputs = to_input(images)
-        predicted = model(inputs, sources) if isinstance(model, WithConventions) else model(inputs)
+        predicted = model(inputs, sources, flipped) if isinstance(model, WithConventions) else model(inputs)
         return keypoint_loss(loss, predicted.astype(jnp.float32), keypoints)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
@@ -160,8 +170,10 @@ class Trainer:
     def global_batch(self, array: np.ndarray) -> jax.Array:
         return jax.make_array_from_process_local_data(self.data_sharding, array)
 
-    def step(self, images: np.ndarray, keypoints: np.ndarray, sources: np.ndarray | None = None) -> jax.Array:
+    def step(self, images: np.ndarray, keypoints: np.ndarray, sources: np.ndarray | None = None,
+             flipped: np.ndarray | None = None) -> jax.Array:
         sources = np.zeros(len(images), np.int32) if sources is None else sources.astype(np.int32)
+        flipped = np.zeros(len(images), bool) if flipped is None else flipped.astype(bool)
         self.model_state, self.optimizer_state, loss = self._train_step(
             self.model_graph,
             self.optimizer_graph,
@@ -171,6 +183,7 @@ class Trainer:
             self.global_batch(images),
             self.global_batch(keypoints),
             self.global_batch(sources),
+            self.global_batch(flipped),
         )
         return loss
 
@@ -406,7 +419,7 @@ def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str],
         with tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", file=sys.stderr,
                   disable=process_index != 0, dynamic_ncols=True) as progress:
             for batch in batches:
-                losses.append(trainer.step(batch.images, batch.keypoints, batch.sources))
+                losses.append(trainer.step(batch.images, batch.keypoints, batch.sources, batch.flipped))
                 if len(losses) % 10 == 0 or len(losses) == steps:
                     recent = float(np.mean(jax.device_get(losses[-10:])))
                     if not np.isfinite(recent):
