@@ -21,8 +21,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import base64
 import ctypes
 import ctypes.util
+import json
 
 import cv2
 import gradio as gr
@@ -33,7 +35,9 @@ from jaxkp import load_pipeline
 from jaxkp.draw import annotate, face_crops
 from jaxkp.examples import example_paths
 from jaxkp.inference import MAX_FACES, ImageError, Photo, read_photo
-from jaxkp.uploads import NOT_UPLOADED, UploadRefused, read_upload
+from jaxkp.track import FaceTracker
+from jaxkp.uploads import NOT_UPLOADED, UploadRefused, read_upload, uploaded_file
+from jaxkp.video import VideoError, process_video
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 log = logging.getLogger("jaxkp.app")
@@ -60,23 +64,37 @@ UPLOAD_ROOT = Path(get_upload_folder())
 # OUTPUT_MAX_BYTES in all, the oldest.
 OUTPUT_DIR = UPLOAD_ROOT / "jaxkp-outputs"
 OUTPUT_MAX_AGE_S = 300
-OUTPUT_MAX_BYTES = 32_000_000
+OUTPUT_MAX_BYTES = 64_000_000
+# Videos: at most this long (seconds), one processed at a time.
+VIDEO_MAX_SECONDS = 60
 
 
-def write_jpeg(rgb: np.ndarray) -> str:
+def output_path(suffix: str) -> Path:
+    """A fresh, unguessable file name in the output folder."""
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    path = OUTPUT_DIR / f"{uuid.uuid4().hex}.jpg"
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return OUTPUT_DIR / f"{uuid.uuid4().hex}{suffix}"
+
+
+def write_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> str:
+    path = output_path(".jpg")
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     path.write_bytes(encoded.tobytes())
     return str(path)
 
 
-def prune_outputs() -> None:
-    """Deletes outputs older than OUTPUT_MAX_AGE_S, then the oldest while over OUTPUT_MAX_BYTES."""
+LAST_PRUNE = [0.0]
+
+
+def prune_outputs(at_most_every_s: float = 0.0) -> None:
+    """Deletes outputs older than OUTPUT_MAX_AGE_S, then the oldest while over
+    OUTPUT_MAX_BYTES; skipped if the last pruning was under `at_most_every_s` ago."""
+    if time.monotonic() - LAST_PRUNE[0] < at_most_every_s:
+        return
+    LAST_PRUNE[0] = time.monotonic()
     files = []
-    for path in OUTPUT_DIR.glob("*.jpg"):
+    for path in OUTPUT_DIR.glob("*.*"):
         try:
             info = path.stat()
         except FileNotFoundError:
@@ -91,11 +109,11 @@ def prune_outputs() -> None:
         total -= size
 
 
-def uploaded_path(photo: str | dict | None) -> str | None:
-    """The file behind the raw input payload (a path, or Gradio's FileData dict)."""
-    if isinstance(photo, dict):
-        photo = photo.get("path")
-    return photo if isinstance(photo, str) and photo else None
+def uploaded_path(payload: str | dict | None) -> str | None:
+    """The file behind a raw input payload (a path, or Gradio's FileData dict)."""
+    if isinstance(payload, dict):
+        payload = payload.get("path")
+    return payload if isinstance(payload, str) and payload else None
 
 
 def display_copy(rgb: np.ndarray) -> np.ndarray:
@@ -165,6 +183,80 @@ def annotated_outputs(image: Photo) -> tuple[str, list[str], dict[str, Any], str
     return write_jpeg(annotate(shown, result)), crops, result, status
 
 
+# A webcam frame comes inline, as a data URL; larger ones are refused unread.
+MAX_FRAME_BYTES = 4_000_000
+
+
+def frame_bytes(payload: str | dict | None) -> bytes | None:
+    """A streamed frame's encoded bytes: inline as a base64 data URL (what the browser
+    sends), or an uploaded file. Nothing is ever fetched from a URL."""
+    url = payload.get("url") if isinstance(payload, dict) else None
+    if isinstance(url, str) and url.startswith("data:"):
+        header, _, encoded = url.partition(",")
+        if not header.endswith(";base64") or len(encoded) > MAX_FRAME_BYTES * 4 // 3 + 4:
+            raise UploadRefused("unusable data URL", len(url), "this frame is not a base64 image of at most 4 MB")
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except ValueError:
+            raise UploadRefused("bad base64", len(url), "this frame is not a base64 image of at most 4 MB") from None
+    path = uploaded_path(payload)
+    return None if path is None else read_upload(path, UPLOAD_ROOT, MAX_UPLOAD_BYTES)
+
+
+def live_frame(frame: str | dict | None, state: dict | None) -> tuple[str | None, str, dict | None]:
+    """One webcam frame: the frame with its tracked faces drawn (a JPEG in the output
+    folder, so Gradio keeps no copy of its own per frame), a speed readout, the session's
+    tracker state (faces keep their ids, the detector runs only when needed)."""
+    started = time.perf_counter()
+    try:
+        content = frame_bytes(frame)
+        if content is None:
+            return None, "Waiting for the camera...", state
+        image = read_photo(content)
+    except (UploadRefused, ImageError) as error:
+        raise refuse(str(error) if isinstance(error, UploadRefused) else f"Cannot use this frame: {error}",
+                     getattr(error, "reason", str(error)), None) from None
+    prune_outputs(at_most_every_s=1.0)
+    state = state or {"tracker": FaceTracker(PIPELINE), "start": started, "frames": [], "latency": []}
+    rgb = display_copy(image.rgb)
+    faces = state["tracker"](rgb, started - state["start"])
+    shown = write_jpeg(annotate(rgb, {"image": {"width": rgb.shape[1], "height": rgb.shape[0]}, "faces": faces}),
+                       quality=80)
+    # Frames per second over the last 2 s of arrivals, and this frame's processing time.
+    state["frames"] = [t for t in state["frames"] if started - t < 2.0] + [started]
+    state["latency"] = (state["latency"] + [time.perf_counter() - started])[-30:]
+    rate = (len(state["frames"]) - 1) / max(state["frames"][-1] - state["frames"][0], 1e-3)
+    readout = (f"{rate:.1f} frames/s, {1000 * float(np.median(state['latency'])):.0f} ms per frame, "
+               f"{len(faces)} face{'s' if len(faces) != 1 else ''}")
+    return shown, readout, state
+
+
+def video(upload: str | dict | None, progress: gr.Progress = gr.Progress()) -> tuple[str, str, str]:
+    """A video file: (annotated H.264 MP4, per-frame JSON file, status)."""
+    prune_outputs()
+    path = uploaded_path(upload)
+    if path is None:
+        raise gr.Error("No video: upload one, then press Track faces.", print_exception=False)
+    try:
+        source = uploaded_file(path, UPLOAD_ROOT, MAX_UPLOAD_BYTES)
+    except UploadRefused as refused:
+        raise refuse(str(refused), refused.reason, refused.size) from None
+    out_mp4, out_json = output_path(".mp4"), output_path(".json")
+    try:
+        record = process_video(PIPELINE, source, out_mp4, VIDEO_MAX_SECONDS,
+                               lambda done, total: progress((done, total), unit="frames"))
+    except VideoError as error:
+        out_mp4.unlink(missing_ok=True)
+        raise refuse(f"Cannot use this file: {error}", str(error), os.stat(source).st_size) from None
+    finally:
+        release_memory()
+    out_json.write_text(json.dumps(record))
+    faces = {face["id"] for frame in record["frames"] for face in frame["faces"]}
+    status = (f"{len(record['frames'])} frames at {record['fps']:g} frames/s; "
+              f"{len(faces)} face{'s' if len(faces) != 1 else ''} tracked.")
+    return str(out_mp4), str(out_json), status
+
+
 class GuardedBlocks(gr.Blocks):
     """Blocks whose input checks answer hostile payloads with one neutral message.
 
@@ -185,22 +277,45 @@ class GuardedBlocks(gr.Blocks):
 
 def build_app() -> gr.Blocks:
     with GuardedBlocks(title="jaxkp: facial keypoints", delete_cache=(300, 900)) as app:
-        gr.Markdown("# jaxkp\nUpload a photo or use the webcam: every face gets its 68 keypoints "
-                    "(jaw, brows, nose, eyes, mouth).")
-        with gr.Row():
-            with gr.Column():
-                photo = gr.Image(label="Photo", type="filepath", sources=["upload", "webcam"], elem_id="photo")
-                button = gr.Button("Find keypoints", variant="primary", elem_id="run")
-                gr.Examples([[str(path)] for path in example_paths()], inputs=photo)
-            with gr.Column():
-                annotated = gr.Image(label="Keypoints", type="filepath", format="jpeg", elem_id="annotated")
-                status = gr.Markdown(elem_id="status")
-                crops = gr.Gallery(label="Faces", columns=4, height="auto", elem_id="crops")
-        result = gr.JSON(label="Result (original-image pixels, largest face first)", elem_id="result")
+        gr.Markdown("# jaxkp\nEvery face gets its 68 keypoints (jaw, brows, nose, eyes, mouth): in a photo, "
+                    "live from the webcam, or through a video.")
+        with gr.Tab("Photo"):
+            with gr.Row():
+                with gr.Column():
+                    photo = gr.Image(label="Photo", type="filepath", sources=["upload", "webcam"], elem_id="photo")
+                    button = gr.Button("Find keypoints", variant="primary", elem_id="run")
+                    gr.Examples([[str(path)] for path in example_paths()], inputs=photo)
+                with gr.Column():
+                    annotated = gr.Image(label="Keypoints", type="filepath", format="jpeg", elem_id="annotated")
+                    status = gr.Markdown(elem_id="status")
+                    crops = gr.Gallery(label="Faces", columns=4, height="auto", elem_id="crops")
+            result = gr.JSON(label="Result (original-image pixels, largest face first)", elem_id="result")
+        with gr.Tab("Live webcam"):
+            with gr.Row():
+                camera = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="filepath",
+                                  elem_id="camera")
+                live = gr.Image(label="Keypoints, live", type="filepath", format="jpeg", elem_id="live")
+            readout = gr.Markdown(elem_id="readout")
+            tracker_state = gr.State(None)
+        with gr.Tab("Video"):
+            with gr.Row():
+                with gr.Column():
+                    clip = gr.Video(label=f"Video (up to {VIDEO_MAX_SECONDS} s)", sources=["upload"],
+                                    elem_id="clip")
+                    track_button = gr.Button("Track faces", variant="primary", elem_id="track")
+                with gr.Column():
+                    tracked = gr.Video(label="Keypoints", elem_id="tracked")
+                    video_status = gr.Markdown(elem_id="video-status")
+                    frames_json = gr.File(label="Per-frame JSON", elem_id="frames-json")
+        # Raw inputs (preprocess=False): every path goes to read_upload / uploaded_file,
+        # which open only files Gradio stored for a client.
         button.click(predict, inputs=photo, outputs=[annotated, crops, result, status], api_name="predict",
-                     concurrency_limit=CONCURRENCY,
-                     # Raw input: the path goes to read_upload, which reads only uploaded files.
-                     preprocess=False)
+                     concurrency_limit=CONCURRENCY, preprocess=False)
+        camera.stream(live_frame, inputs=[camera, tracker_state], outputs=[live, readout, tracker_state],
+                      api_name="live", stream_every=0.04, time_limit=600, concurrency_limit=CONCURRENCY,
+                      preprocess=False, show_progress="hidden")
+        track_button.click(video, inputs=clip, outputs=[tracked, frames_json, video_status], api_name="video",
+                           concurrency_limit=1, preprocess=False)
     app.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY)
     return app
 

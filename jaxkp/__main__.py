@@ -1,4 +1,5 @@
-"""`python -m jaxkp predict IMAGE_OR_FOLDER... [--json OUT.json] [--out DIR]`."""
+"""`python -m jaxkp predict IMAGE_OR_FOLDER... [--json OUT.json] [--out DIR]`
+and `python -m jaxkp video IN [--out OUT.mp4] [--json OUT.json]`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
 
 
 def expand(inputs: list[Path]) -> list[Path]:
@@ -63,6 +64,39 @@ def predict(args: argparse.Namespace) -> int:
     return 1 if failures and not results else 0
 
 
+def video(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from jaxkp import load_pipeline
+    from jaxkp.checkpoint import WeightsError, write_atomic
+    from jaxkp.video import VideoError, process_video
+
+    if not args.input.is_file():
+        print(f"error: no such file: {args.input}", file=sys.stderr)
+        return 1
+    try:
+        pipeline = load_pipeline(args.weights)
+    except WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    with tqdm(unit="frame", file=sys.stderr) as bar:
+        def progress(done: int, expected: int) -> None:
+            bar.total = expected
+            bar.update(done - bar.n)
+
+        try:
+            record = process_video(pipeline, args.input, args.out, args.max_seconds, progress)
+        except VideoError as error:
+            print(f"error: {args.input}: {error}", file=sys.stderr)
+            return 1
+    faces = sum(len(frame["faces"]) for frame in record["frames"])
+    if args.json:
+        write_atomic(args.json, (json.dumps(record) + "\n").encode())
+    print(f"{len(record['frames'])} frames at {record['fps']:g} fps, {faces} face detections"
+          + (f" -> {args.out}" if args.out else "") + (f", {args.json}" if args.json else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxkp")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -71,8 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--json", type=Path, help="write a list of {path, image, faces} here")
     command.add_argument("--out", type=Path, help="write annotated PNGs into this folder")
     command.add_argument("--weights", help="folder or Hub repo id[@revision] (default: JAXKP_WEIGHTS, else checkpoints/)")
+    command = commands.add_parser("video", help="track faces through a video: annotated MP4 and per-frame JSON")
+    command.add_argument("input", type=Path, metavar="IN")
+    command.add_argument("--out", type=Path, help="write the annotated video here (H.264 MP4, no audio)")
+    command.add_argument("--json", type=Path, help="write one record per frame here")
+    command.add_argument("--max-seconds", type=float, help="refuse longer videos")
+    command.add_argument("--weights", help="folder or Hub repo id[@revision] (default: JAXKP_WEIGHTS, else checkpoints/)")
     args = parser.parse_args(argv)
-    return predict(args)
+    return predict(args) if args.command == "predict" else video(args)
 
 
 if __name__ == "__main__":

@@ -45,3 +45,25 @@ def compose_faces(count: int, size: tuple[int, int] = (640, 480), seed: int = 0)
         x = column * cell_w + (cell_w - tile.shape[1]) // 2
         canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
     return canvas
+
+
+def moving_faces_clip(frames: int = 60, size: tuple[int, int] = (640, 480), faces: int = 2,
+                      speed: float = 3.0, seed: int = 0) -> list[np.ndarray]:
+    """RGB frames of `faces` copies of the astronaut's head sliding across a background
+    at `speed` pixels per frame (in opposite directions), for tracking tests and benchmarks."""
+    astronaut = load_photo(skimage_data_dir() / "astronaut.png")
+    head = cv2.resize(astronaut[20:250, 130:320], None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
+    width, height = size
+    rng = np.random.default_rng(seed)
+    background = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (0, 0), 8)
+    clip = []
+    for index in range(frames):
+        frame = background.copy()
+        for face in range(faces):
+            direction = 1 if face % 2 == 0 else -1
+            x = int(round(width * (face + 0.5) / faces - head.shape[1] / 2 + direction * speed * (index - frames / 2)))
+            y = (height - head.shape[0]) // 2
+            x = min(max(x, 0), width - head.shape[1])
+            frame[y : y + head.shape[0], x : x + head.shape[1]] = head
+        clip.append(frame)
+    return clip

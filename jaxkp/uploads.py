@@ -25,9 +25,10 @@ class UploadRefused(ValueError):
         self.size = size
 
 
-def read_upload(path: str | os.PathLike, upload_root: str | os.PathLike, max_bytes: int) -> bytes:
-    """The bytes of `path` if it resolves (symlinks followed) to a regular file inside
-    `upload_root` of at most `max_bytes`; else UploadRefused."""
+def uploaded_file(path: str | os.PathLike, upload_root: str | os.PathLike, max_bytes: int) -> str:
+    """`path` resolved (symlinks followed), if that is a regular file inside `upload_root`
+    of at most `max_bytes`; else UploadRefused. For a reader that needs a path (ffmpeg);
+    read_upload also reads it safely."""
     root = os.path.realpath(upload_root)
     try:
         resolved = os.path.realpath(os.fspath(path))
@@ -44,6 +45,13 @@ def read_upload(path: str | os.PathLike, upload_root: str | os.PathLike, max_byt
     if info.st_size > max_bytes:
         raise UploadRefused("too large", info.st_size, f"this file is too large ({info.st_size / 1e6:.0f} MB; "
                                                         f"the limit is {max_bytes / 1e6:.0f} MB)")
+    return resolved
+
+
+def read_upload(path: str | os.PathLike, upload_root: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of `path` if it resolves (symlinks followed) to a regular file inside
+    `upload_root` of at most `max_bytes`; else UploadRefused."""
+    resolved = uploaded_file(path, upload_root, max_bytes)
     try:
         # O_NONBLOCK: should the file be swapped for a FIFO after the check, opening it
         # still returns at once; the fstat below then refuses it.

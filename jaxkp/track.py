@@ -1,0 +1,166 @@
+"""Faces followed through a video or a webcam stream, with steady keypoints.
+
+Landmark trackers run the face detector only when they must: on the first
+frame, every `detect_every` frames (to pick up new faces), and when a tracked
+face is lost. In between, each face is framed from its own keypoints of the
+previous frame, as the detector would have framed it, which is cheaper than a
+detection and follows the face closely. Each face keeps an id while it is
+tracked.
+
+Keypoints are smoothed by the One Euro filter (Casiez, Roussel and Vogel, CHI
+2012): a low-pass filter whose cut-off rises with speed, so a still face does
+not jitter and a moving one does not lag. It works in units of the face's size,
+so its settings hold at any resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from jaxkp.data import DETECTOR_BOX_MEDIAN, detector_box
+from jaxkp.inference import FaceKeypointPipeline, crop_box
+
+
+class OneEuroFilter:
+    """One Euro filter over arrays (any shape), for samples at times in seconds.
+
+    min_cutoff (Hz): smoothing of a still signal (lower: less jitter); beta: how
+    fast the cut-off rises with speed (higher: less lag); d_cutoff (Hz): smoothing
+    of the speed estimate.
+    """
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 5.0, d_cutoff: float = 1.0):
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.value: np.ndarray | None = None
+        self.speed: np.ndarray | None = None
+        self.time: float | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, value: np.ndarray, time: float) -> np.ndarray:
+        value = np.asarray(value, np.float64)
+        if self.value is None or self.time is None or time <= self.time:
+            self.value, self.speed, self.time = value, np.zeros_like(value), time
+            return value
+        dt = time - self.time
+        speed = (value - self.value) / dt
+        self.speed = self.speed + self._alpha(self.d_cutoff, dt) * (speed - self.speed)
+        cutoff = self.min_cutoff + self.beta * np.abs(self.speed)
+        self.value = self.value + self._alpha(cutoff, dt) * (value - self.value)
+        self.time = time
+        return self.value
+
+
+@dataclass
+class Track:
+    id: int
+    box: np.ndarray  # (4,) x, y, w, h in frame pixels
+    keypoints: np.ndarray  # (68, 2) raw network output, frame pixels
+    smoothed: np.ndarray  # (68, 2) what is shown
+    filter: OneEuroFilter = field(default_factory=OneEuroFilter)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def keypoint_box(points: np.ndarray) -> np.ndarray:
+    """The box the Haar detector would place on a face with these keypoints."""
+    return np.array(detector_box(points, DETECTOR_BOX_MEDIAN))
+
+
+class FaceTracker:
+    """Frames in, faces with stable ids and smoothed keypoints out (see module doc)."""
+
+    def __init__(self, pipeline: FaceKeypointPipeline, detect_every: int = 15, smoothing: bool = True,
+                 min_cutoff: float = 1.0, beta: float = 5.0, max_faces: int = 5):
+        self.pipeline = pipeline
+        self.detect_every = detect_every
+        self.smoothing = smoothing
+        self.min_cutoff, self.beta = min_cutoff, beta
+        self.max_faces = max_faces
+        self.tracks: list[Track] = []
+        self.frame_index = 0
+        self.next_id = 0
+        self.detections = 0  # how many frames ran the detector
+
+    def _new_track(self, box: np.ndarray, points: np.ndarray) -> Track:
+        track = Track(self.next_id, box, points, points, OneEuroFilter(self.min_cutoff, self.beta))
+        self.next_id += 1
+        return track
+
+    def __call__(self, frame: np.ndarray, time: float) -> list[dict[str, Any]]:
+        """Faces in an RGB (or gray) frame at `time` seconds: [{"id", "box", "keypoints"}], ids stable."""
+        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        model = self.pipeline.model
+        lost = False
+        if self.tracks:
+            # Frame each face from its last keypoints, as the detector would frame it.
+            boxes = [keypoint_box(track.keypoints) for track in self.tracks]
+            points = model.keypoints_in_regions(gray, [crop_box(box, model.crop) for box in boxes])
+            kept = []
+            for track, box, new_points in zip(self.tracks, boxes, points):
+                if self._plausible(new_points, box, gray.shape):
+                    track.box, track.keypoints = box, new_points
+                    kept.append(track)
+                else:
+                    lost = True
+            self.tracks = self._without_duplicates(kept)
+        if not self.tracks or lost or self.frame_index % self.detect_every == 0:
+            self._detect(gray)
+        for track in self.tracks:
+            if self.smoothing:
+                scale = max(track.box[2], 1.0)  # filter in units of the face's size
+                track.smoothed = track.filter(track.keypoints / scale, time) * scale
+            else:
+                track.smoothed = track.keypoints
+        self.frame_index += 1
+        return [{"id": track.id, "box": [round(float(v), 1) for v in track.box],
+                 "keypoints": np.round(track.smoothed, 2).tolist()} for track in self.tracks]
+
+    def _detect(self, gray: np.ndarray) -> None:
+        self.detections += 1
+        boxes = self.pipeline.detector(gray, self.max_faces)
+        new_boxes = [box for box in boxes if all(box_iou(box, track.box) < 0.3 for track in self.tracks)]
+        room = self.max_faces - len(self.tracks)
+        new_boxes = new_boxes[: max(room, 0)]
+        if not new_boxes:
+            return
+        model = self.pipeline.model
+        points = model.keypoints_in_regions(gray, [crop_box(box, model.crop) for box in new_boxes])
+        for box, new_points in zip(new_boxes, points):
+            self.tracks.append(self._new_track(np.asarray(box, np.float64), new_points))
+
+    @staticmethod
+    def _plausible(points: np.ndarray, box: np.ndarray, shape: tuple[int, ...]) -> bool:
+        """Whether keypoints still describe a face in the box they were framed by: a
+        lost face's points collapse or scatter, or drift out of the frame."""
+        height, width = shape[:2]
+        centre = points.mean(axis=0)
+        if not (0 <= centre[0] < width and 0 <= centre[1] < height):
+            return False
+        spread = np.ptp(points, axis=0)
+        interocular = np.linalg.norm(points[36] - points[45])
+        # On a face the points' box is about 0.85 of the Haar box wide, the eyes 0.45.
+        return 0.5 < spread[0] / box[2] < 1.3 and 0.2 < interocular / box[2] < 0.7 and interocular > 4
+
+    @staticmethod
+    def _without_duplicates(tracks: list[Track]) -> list[Track]:
+        """Two tracks that have converged on one face keep the older id."""
+        kept: list[Track] = []
+        for track in sorted(tracks, key=lambda t: t.id):
+            if all(box_iou(track.box, other.box) < 0.5 for other in kept):
+                kept.append(track)
+        return kept

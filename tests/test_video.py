@@ -1,0 +1,112 @@
+"""Tracking, smoothing and video files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxkp.examples import moving_faces_clip
+from jaxkp.track import FaceTracker, OneEuroFilter
+from jaxkp.video import spawning_ffmpeg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float = 30) -> Path:
+    import imageio_ffmpeg
+
+    height, width = frames[0].shape[:2]
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264",
+                                         macro_block_size=1, pix_fmt_out="yuv444p", ffmpeg_log_level="error")
+    with spawning_ffmpeg():
+        writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    from jaxkp import load_pipeline
+
+    return load_pipeline()
+
+
+def test_tracking_keeps_ids_and_detects_only_when_needed(pipeline):
+    clip = moving_faces_clip(45, faces=2, speed=4.0)
+    tracker = FaceTracker(pipeline, detect_every=15)
+    per_frame = [tracker(frame, index / 30) for index, frame in enumerate(clip)]
+    assert all(sorted(face["id"] for face in faces) == [0, 1] for faces in per_frame)
+    assert tracker.detections == 3  # frames 0, 15 and 30
+    # Each id stays on its own face: face 0 moves right, face 1 left.
+    centres = {k: [np.mean(next(f for f in faces if f["id"] == k)["keypoints"], axis=0)[0] for faces in per_frame]
+               for k in (0, 1)}
+    moves = sorted(np.sign(np.diff(centres[k][::5])).mean() for k in (0, 1))
+    assert moves[0] < -0.5 and moves[1] > 0.5
+    # And the tracked points agree with a fresh detection on the last frame.
+    fresh = pipeline(clip[-1])["faces"]
+    for face in per_frame[-1]:
+        nearest = min(fresh, key=lambda f: abs(f["box"][0] - face["box"][0]))
+        interocular = np.linalg.norm(np.subtract(nearest["keypoints"][36], nearest["keypoints"][45]))
+        assert np.linalg.norm(np.subtract(face["keypoints"], nearest["keypoints"]), axis=1).mean() < 0.1 * interocular
+
+
+def test_one_euro_filter_calms_a_still_signal_and_follows_a_moving_one():
+    rng = np.random.default_rng(0)
+    still = OneEuroFilter()  # the tracker's settings; values in units of a face's size
+    noisy = 1.0 + rng.normal(0, 0.01, 300)
+    smoothed = np.array([still(np.array([v]), t / 30)[0] for t, v in enumerate(noisy)])
+    assert smoothed[30:].std() < 0.5 * noisy[30:].std()
+    moving = OneEuroFilter()
+    ramp = np.arange(300) * 0.02  # a face sliding by 2% of its size per frame
+    followed = np.array([moving(np.array([v]), t / 30)[0] for t, v in enumerate(ramp)])
+    lag_frames = (ramp[100:] - followed[100:]).mean() / 0.02
+    assert 0 <= lag_frames < 1.5
+
+
+def test_video_cli_writes_a_record_per_frame_and_a_playable_mp4(tmp_path):
+    import imageio_ffmpeg
+
+    clip = write_clip(tmp_path / "clip.mp4", moving_faces_clip(24, size=(321, 241), faces=1, speed=2.0))
+    result = subprocess.run([sys.executable, "-m", "jaxkp", "video", str(clip), "--out", str(tmp_path / "out.mp4"),
+                             "--json", str(tmp_path / "out.json")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert (record["fps"], record["width"], record["height"]) == (30.0, 321, 241)
+    assert [frame["index"] for frame in record["frames"]] == list(range(24))
+    assert all(len(frame["faces"]) == 1 and len(frame["faces"][0]["keypoints"]) == 68 for frame in record["frames"])
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "out.mp4"))[0] == 24
+    reader = imageio_ffmpeg.read_frames(str(tmp_path / "out.mp4"))
+    meta = next(reader)
+    reader.close()
+    assert meta["codec"] == "h264"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"these are not the frames you are looking for", "not a video file"),
+    (b"", "not a video file"),
+])
+def test_video_cli_refuses_bad_files_with_a_message(tmp_path, content, message):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    result = subprocess.run([sys.executable, "-m", "jaxkp", "video", str(bad), "--json", str(tmp_path / "o.json")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_video_cli_refuses_a_damaged_and_a_too_long_video(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", moving_faces_clip(60, size=(320, 240), faces=1, speed=1.0))
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(clip.read_bytes()[: clip.stat().st_size // 3])
+    for path, extra, message in ((damaged, [], "damaged"), (clip, ["--max-seconds", "1"], "the limit is 1 s")):
+        result = subprocess.run([sys.executable, "-m", "jaxkp", "video", str(path), *extra], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
