@@ -62,15 +62,21 @@ class AppProcess:
         """POST /gradio_api/call/predict with one raw input."""
         return httpx.post(self.url + "/gradio_api/call/predict", json={"data": [payload]}, timeout=10)
 
-    def result(self, event_id: str, timeout: float = 60) -> tuple[str, object]:
-        """The SSE answer to an event: ("complete", outputs) or ("error", message)."""
-        with httpx.stream("GET", f"{self.url}/gradio_api/call/predict/{event_id}", timeout=timeout) as stream:
-            text = "".join(stream.iter_text())
+    def result(self, event_id: str, timeout: float = 60, api: str = "predict") -> tuple[str, object]:
+        """The SSE answer to an event: ("complete", outputs) or ("error", message); a
+        streaming endpoint's first answer."""
+        text = ""
+        with httpx.stream("GET", f"{self.url}/gradio_api/call/{api}/{event_id}", timeout=timeout) as stream:
+            for chunk in stream.iter_text():
+                text += chunk
+                if "event: complete" in text or "event: error" in text or "event: generating" in text:
+                    if text.endswith("\n\n"):
+                        break
         event, data = None, None
         for line in text.splitlines():
             if line.startswith("event:"):
                 event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and event in ("complete", "error"):
+            elif line.startswith("data:") and event in ("complete", "error", "generating"):
                 data = json.loads(line.split(":", 1)[1])
         if event == "error":
             data = data.get("error") if isinstance(data, dict) else data

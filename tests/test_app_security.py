@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -140,3 +141,20 @@ def test_status_says_the_cap_cut_faces_only_when_it_did(app, tmp_path, count, ca
     assert event == "complete"
     assert len(outputs[2]["faces"]) == 20
     assert outputs[3] == "Found 20 faces" + (" (showing the 20 largest)" if capped else "") + "."
+
+
+def test_video_and_live_endpoints_refuse_alike(app, tmp_path):
+    for api in ("video", "live"):
+        for payload in ({"path": "/etc/hostname"}, {"path": str(ROOT / "app.py"), "meta": {"_type": "gradio.FileData"}}):
+            response = httpx.post(f"{app.url}/gradio_api/call/{api}",
+                                  json={"data": [payload] + ([None] if api == "live" else [])}, timeout=10)
+            assert app.result(response.json()["event_id"], timeout=10, api=api) == ("error", NOT_UPLOADED)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all")
+    response = httpx.post(f"{app.url}/gradio_api/call/video",
+                          json={"data": [{"path": app.upload(junk), "meta": {"_type": "gradio.FileData"}}]}, timeout=10)
+    event, message = app.result(response.json()["event_id"], timeout=30, api="video")
+    assert event == "error" and message.startswith("Cannot use this file: not a video file")
+    bad_frame = {"path": None, "url": "data:image/jpeg;base64,!!!notbase64"}
+    response = httpx.post(f"{app.url}/gradio_api/call/live", json={"data": [bad_frame, None]}, timeout=10)
+    assert app.result(response.json()["event_id"], timeout=10, api="live")[0] == "error"
