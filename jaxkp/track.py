@@ -66,6 +66,9 @@ class Track:
     keypoints: np.ndarray  # (68, 2) raw network output, frame pixels
     smoothed: np.ndarray  # (68, 2) what is shown
     filter: OneEuroFilter = field(default_factory=OneEuroFilter)
+    # The face's size when first found: the filter's unit. Fixed, because a per-frame
+    # size would carry its own jitter into every point's position.
+    scale: float = 1.0
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -97,7 +100,7 @@ class FaceTracker:
         self.detections = 0  # how many frames ran the detector
 
     def _new_track(self, box: np.ndarray, points: np.ndarray) -> Track:
-        track = Track(self.next_id, box, points, points, OneEuroFilter(self.min_cutoff, self.beta))
+        track = Track(self.next_id, box, points, points, OneEuroFilter(self.min_cutoff, self.beta), max(box[2], 1.0))
         self.next_id += 1
         return track
 
@@ -122,8 +125,7 @@ class FaceTracker:
             self._detect(gray)
         for track in self.tracks:
             if self.smoothing:
-                scale = max(track.box[2], 1.0)  # filter in units of the face's size
-                track.smoothed = track.filter(track.keypoints / scale, time) * scale
+                track.smoothed = track.filter(track.keypoints / track.scale, time) * track.scale
             else:
                 track.smoothed = track.keypoints
         self.frame_index += 1

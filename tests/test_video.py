@@ -110,3 +110,15 @@ def test_video_cli_refuses_a_damaged_and_a_too_long_video(tmp_path):
         result = subprocess.run([sys.executable, "-m", "jaxkp", "video", str(path), *extra], cwd=ROOT,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_tracked_points_jitter_less_with_smoothing_on_a_still_noisy_face(pipeline):
+    still = moving_faces_clip(75, faces=1, speed=0.0)
+    noisy = [np.clip(frame.astype(np.int16) + np.random.default_rng(i).normal(0, 10, frame.shape), 0, 255)
+             .astype(np.uint8) for i, frame in enumerate(still)]
+    jitter = {}
+    for smoothing in (False, True):
+        tracker = FaceTracker(pipeline, smoothing=smoothing)
+        points = np.stack([np.asarray(tracker(frame, i / 30)[0]["keypoints"]) for i, frame in enumerate(noisy)])
+        jitter[smoothing] = points[30:].std(axis=0).mean()
+    assert jitter[True] < 0.6 * jitter[False], jitter
