@@ -4,9 +4,8 @@ Needs a benchmark environment with dlib (not in requirements.txt):
 
     python3 -m venv .venv-bench
     .venv-bench/bin/pip install -r requirements.txt dlib-bin face-recognition-models
-    .venv-bench/bin/python benchmarks/compare_dlib.py \
-        --data-dir ../shared/data/youtube-faces-keypoints ../shared/data/ibug-300w-train \
-        heatmap-300w=checkpoints heatmap-haar=runs/heatmap-haar
+    .venv-bench/bin/python benchmarks/compare_dlib.py heatmap-300w=checkpoints heatmap-haar=runs/heatmap-haar \
+        --data-dir ../shared/data/ibug-300w-train ../shared/data/youtube-faces-keypoints
 
 Every method runs end to end on each data folder's validation split (the one
 held out by the run named in --split-from, by default the first listed): its

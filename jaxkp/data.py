@@ -406,6 +406,9 @@ def make_batch(dataset: Dataset, indices: np.ndarray, matrices: list[np.ndarray]
     return Batch(images[..., None], keypoints.astype(np.float32), np.stack(matrices), dataset.source_ids()[indices])
 
 
+EXAMPLES_PER_TASK = 8
+
+
 def shuffled_batches(
     dataset: Dataset, batch_size: int, rng: np.random.Generator,
     make_example: Callable[[Dataset, int, np.random.Generator], Example],
@@ -426,12 +429,15 @@ def shuffled_batches(
     order = rng.permutation(len(dataset))
     seeds = rng.integers(0, 2**63, size=len(order))
 
-    def example(position: int) -> Example:
-        return make_example(dataset, int(order[position]), np.random.default_rng(seeds[position]))
+    def examples_at(positions: range) -> list[Example]:
+        return [make_example(dataset, int(order[p]), np.random.default_rng(seeds[p])) for p in positions]
 
     for start in range(0, len(order) - batch_size + 1, batch_size):
         first = start + shard_index * local
-        examples = list(map_fn(example, range(first, first + local)))
+        # Workers take chunks of examples: one task per example costs more than it gains.
+        chunks = [range(p, min(p + EXAMPLES_PER_TASK, first + local))
+                  for p in range(first, first + local, EXAMPLES_PER_TASK)]
+        examples = [example for chunk in map_fn(examples_at, chunks) for example in chunk]
         yield Batch(np.stack([e.image for e in examples])[..., None],
                     np.stack([e.keypoints for e in examples]).astype(np.float32),
                     np.stack([e.matrix for e in examples]), np.array([e.source for e in examples], np.int32),
