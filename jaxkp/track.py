@@ -26,6 +26,10 @@ from jaxkp.data import DETECTOR_BOX_MEDIAN, detector_box
 from jaxkp.inference import FaceKeypointPipeline, crop_box
 
 
+# Smaller "faces" are lost tracks: the detector finds none under 24 px.
+MIN_FACE_PX = 24
+
+
 class OneEuroFilter:
     """One Euro filter over arrays (any shape), for samples at times in seconds.
 
@@ -115,7 +119,7 @@ class FaceTracker:
             points = model.keypoints_in_regions(gray, [crop_box(box, model.crop) for box in boxes])
             kept = []
             for track, box, new_points in zip(self.tracks, boxes, points):
-                if self._plausible(new_points, box, gray.shape):
+                if self._plausible(new_points, box, gray.shape) and 0.5 < box[2] / track.scale < 2.0:
                     track.box, track.keypoints = box, new_points
                     kept.append(track)
                 else:
@@ -148,15 +152,19 @@ class FaceTracker:
     @staticmethod
     def _plausible(points: np.ndarray, box: np.ndarray, shape: tuple[int, ...]) -> bool:
         """Whether keypoints still describe a face in the box they were framed by: a
-        lost face's points collapse or scatter, or drift out of the frame."""
+        lost face's points collapse or scatter, or drift out of the frame (the caller
+        also drops a track whose face has shrunk or grown past half or twice its size)."""
         height, width = shape[:2]
         centre = points.mean(axis=0)
         if not (0 <= centre[0] < width and 0 <= centre[1] < height):
             return False
         spread = np.ptp(points, axis=0)
         interocular = np.linalg.norm(points[36] - points[45])
-        # On a face the points' box is about 0.85 of the Haar box wide, the eyes 0.45.
-        return 0.5 < spread[0] / box[2] < 1.3 and 0.2 < interocular / box[2] < 0.7 and interocular > 4
+        # On a face the points' box is about 0.85 of the Haar box wide, the eyes 0.45. A
+        # track that shrinks (its box follows its points) has lost its face, as has one
+        # smaller than the detector's smallest face.
+        return (0.5 < spread[0] / box[2] < 1.3 and 0.2 < interocular / box[2] < 0.7
+                and box[2] >= MIN_FACE_PX)
 
     @staticmethod
     def _without_duplicates(tracks: list[Track]) -> list[Track]:

@@ -122,3 +122,14 @@ def test_tracked_points_jitter_less_with_smoothing_on_a_still_noisy_face(pipelin
         points = np.stack([np.asarray(tracker(frame, i / 30)[0]["keypoints"]) for i, frame in enumerate(noisy)])
         jitter[smoothing] = points[30:].std(axis=0).mean()
     assert jitter[True] < 0.6 * jitter[False], jitter
+
+
+def test_a_face_that_jumps_leaves_no_stray_track(pipeline):
+    """A clip that loops (as a fake camera does) moves the face 120 px at once: the old
+    track is lost and the face is found again, one track, not two."""
+    clip = moving_faces_clip(40, faces=1, speed=3.0)
+    looped = clip + clip  # at frame 40 the face jumps back
+    tracker = FaceTracker(pipeline, detect_every=15)
+    counts = [len(tracker(frame, index / 30)) for index, frame in enumerate(looped)]
+    assert counts[:40] == [1] * 40
+    assert counts[-30:] == [1] * 30, counts
