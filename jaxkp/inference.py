@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from jaxkp import data
-from jaxkp.model import INPUT_SIZE
+from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS
 
 register_heif_opener()  # iPhone photos (HEIC/HEIF), EXIF orientation included
 
@@ -249,7 +249,7 @@ class KeypointModel:
         (a data set it learnt beside its own; config.json's "markup_offsets")."""
         offsets = self.config.get("markup_offsets", {})
         if markup is None or markup == self.config.get("markup"):
-            return np.zeros((68, 2), np.float32)
+            return np.zeros((NUM_KEYPOINTS, 2), np.float32)
         if markup not in offsets:
             known = [self.config.get("markup", "its own")] + sorted(offsets)
             raise ValueError(f"these weights know no mark-up {markup!r}; they know {', '.join(known)}")

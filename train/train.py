@@ -251,16 +251,24 @@ def make_mesh() -> jax.sharding.Mesh:
 
 
 def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int, framing: str = "whole",
-             crop: tuple[float, float, float, float] | None = None) -> tuple[dict[str, float], np.ndarray]:
-    """Validation metrics (MSE in normalised units, NME etc. in pixels) and pixel predictions."""
-    predicted, squared_errors = [], []
+             crop: tuple[float, float, float, float] | None = None, markup_offset: np.ndarray | None = None,
+             ) -> tuple[dict[str, float], np.ndarray]:
+    """Validation metrics (MSE in normalised units, NME etc. in pixels) and pixel predictions;
+    with `markup_offset` (normalised units), also the NME of the predictions moved by it,
+    under "own_markup/" (a data set's own mark-up, for a network that learnt several)."""
+    predicted, moved, squared_errors = [], [], []
     for batch, valid in data.eval_batches(dataset, batch_size, framing, crop):
         normalised = trainer.predict(batch.images)[:valid]
         squared_errors.append(np.mean((normalised - batch.keypoints[:valid]) ** 2, axis=(1, 2)))
         for points, matrix in zip(normalised, batch.matrices[:valid]):
             predicted.append(data.keypoints_to_image(points, matrix))
+            if markup_offset is not None:
+                moved.append(data.keypoints_to_image(points + markup_offset, matrix))
     predicted = np.stack(predicted)
     summary = {"val_loss": float(np.concatenate(squared_errors).mean()), **metrics.summarize(predicted, dataset.keypoints)}
+    if moved:
+        summary.update({f"own_markup/{k}": v for k, v in metrics.summarize(np.stack(moved), dataset.keypoints).items()
+                        if k.startswith("nme")})
     return summary, predicted
 
 
@@ -342,29 +350,13 @@ def evaluate_sources(trainer: Trainer, val_set: data.Dataset, sources: list[Data
         part = val_set.subset(np.flatnonzero(ids == index))
         if not len(part):
             continue
-        figures, predicted = evaluate(trainer, part, batch_size, framing, crop)
+        figures, _ = evaluate(trainer, part, batch_size, framing, crop, offsets[index] if index > 0 else None)
         if index == 0:
             summary.update(figures)
         if len(sources) == 1:
             break
         summary.update({f"{source.name}/{k}": v for k, v in figures.items()})
-        if index > 0:
-            own = predicted_in_markup(predicted, part, framing, crop, offsets[index])
-            summary.update({f"{source.name}/own_markup/{k}": v
-                            for k, v in metrics.summarize(own, part.keypoints).items() if k.startswith("nme")})
     return summary
-
-
-def predicted_in_markup(predicted: np.ndarray, dataset: data.Dataset, framing: str,
-                        crop: tuple[float, float, float, float] | None, offset: np.ndarray) -> np.ndarray:
-    """Pixel predictions moved by a convention offset (normalised input units) through each image's framing."""
-    moved = []
-    for index, points in enumerate(predicted):
-        matrix = (data.full_image_matrix(dataset.images[index]) if framing == "whole"
-                  else data.face_framing_matrix(dataset, index, crop))
-        normalised = data.normalize_keypoints(data.apply_affine(matrix, points))
-        moved.append(data.keypoints_to_image(normalised + offset, matrix))
-    return np.stack(moved)
 
 
 def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str], workdir: Path | str,
