@@ -174,13 +174,20 @@ def annotated_outputs(image: Photo) -> tuple[str, list[str], dict[str, Any], str
     result["faces"] = result["faces"][:MAX_FACES]
     count = len(result["faces"])
     if count == 0:
-        status = "No face found. The detector looks for frontal faces; try a larger or better-lit face."
+        status = ("No face found. Faces turned far from the camera, very small or dark ones can be missed; "
+                  "try a larger or better-lit face.")
     else:
         status = f"Found {count} face{'s' if count > 1 else ''}" + (
             f" (showing the {MAX_FACES} largest)" if capped else "") + "."
     shown = display_copy(image.rgb)
-    crops = [write_jpeg(crop) for crop in face_crops(shown, result, PIPELINE.model.crop)]
+    crops = [(write_jpeg(crop), caption(index, face))
+             for index, (crop, face) in enumerate(zip(face_crops(shown, result, PIPELINE.model.crop), result["faces"]))]
     return write_jpeg(annotate(shown, result)), crops, result, status
+
+
+def caption(index: int, face: dict[str, Any]) -> str:
+    """A face's gallery caption: its number and the network's face score."""
+    return f"face {index + 1}" + ("" if face.get("score") is None else f", score {face['score']:.2f}")
 
 
 # A webcam frame comes inline, as a data URL; larger ones are refused unread.

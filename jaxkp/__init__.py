@@ -10,9 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def load_pipeline(weights: str | Path | None = None) -> "FaceKeypointPipeline":
-    """Detector + network for a weights setting: folder, Hub repo id[@revision], or None for the default."""
+def load_pipeline(weights: str | Path | None = None, min_score: float | None = None) -> "FaceKeypointPipeline":
+    """Detector + network for a weights setting: folder, Hub repo id[@revision], or None for
+    the default. Faces the network scores under `min_score` are left out (None: the
+    weights' default threshold, or JAXKP_MIN_SCORE when set)."""
+    import os
+
     from jaxkp.inference import FaceKeypointPipeline
     from jaxkp.weights import load_model
 
-    return FaceKeypointPipeline.create(load_model(weights))
+    if min_score is None and os.environ.get("JAXKP_MIN_SCORE"):
+        min_score = float(os.environ["JAXKP_MIN_SCORE"])
+    return FaceKeypointPipeline.create(load_model(weights), min_score)

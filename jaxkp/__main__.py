@@ -31,7 +31,7 @@ def predict(args: argparse.Namespace) -> int:
     from jaxkp.inference import ImageError, load_photo
 
     try:
-        pipeline = load_pipeline(args.weights)
+        pipeline = load_pipeline(args.weights, args.min_score)
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -75,7 +75,7 @@ def video(args: argparse.Namespace) -> int:
         print(f"error: no such file: {args.input}", file=sys.stderr)
         return 1
     try:
-        pipeline = load_pipeline(args.weights)
+        pipeline = load_pipeline(args.weights, args.min_score)
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -97,6 +97,13 @@ def video(args: argparse.Namespace) -> int:
     return 0
 
 
+def score_setting(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxkp")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,12 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--json", type=Path, help="write a list of {path, image, faces} here")
     command.add_argument("--out", type=Path, help="write annotated PNGs into this folder")
     command.add_argument("--weights", help="folder or Hub repo id[@revision] (default: JAXKP_WEIGHTS, else checkpoints/)")
+    command.add_argument("--min-score", type=score_setting, metavar="S",
+                         help="leave out faces the network scores under S in [0, 1] (default: the weights' threshold)")
     command = commands.add_parser("video", help="track faces through a video: annotated MP4 and per-frame JSON")
     command.add_argument("input", type=Path, metavar="IN")
     command.add_argument("--out", type=Path, help="write the annotated video here (H.264 MP4, no audio)")
     command.add_argument("--json", type=Path, help="write one record per frame here")
     command.add_argument("--max-seconds", type=float, help="refuse longer videos")
     command.add_argument("--weights", help="folder or Hub repo id[@revision] (default: JAXKP_WEIGHTS, else checkpoints/)")
+    command.add_argument("--min-score", type=score_setting, metavar="S",
+                         help="leave out faces the network scores under S in [0, 1] (default: the weights' threshold)")
     args = parser.parse_args(argv)
     return predict(args) if args.command == "predict" else video(args)
 

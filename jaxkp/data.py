@@ -5,14 +5,14 @@ A data folder holds `<split>/` (images) and `<split>_frames_keypoints.csv`
 image is decoded once, to grayscale uint8, when the dataset is loaded.
 
 All geometry goes through one 2x3 affine matrix per example that maps
-original-image pixels to network-input pixels; the same matrix warps the
-image and the keypoints, and its inverse maps predictions back.
+original-image pixels to network-input pixels (jaxkp.geometry builds them);
+the same matrix warps the image and the keypoints, and its inverse maps
+predictions back.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +24,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from jaxkp.geometry import (
+    DETECTOR_BOX_MEDIAN, DETECTOR_BOX_STD, FLIP_INPUT, Region, apply_affine, box_framing_matrix,
+    detector_framing_matrix, full_image_matrix, normalize_keypoints, random_crop_matrix,
+    rotation_about_input_centre, warp_to_input,
+)
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS
 
 
@@ -153,81 +158,6 @@ def split_by_person(names: list[str], val_fraction: float, seed: int, holdout: s
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-# --- geometry -----------------------------------------------------------------
-
-
-def box_to_input(box: tuple[float, float, float, float]) -> np.ndarray:
-    """Affine matrix that stretches box (x, y, w, h) onto the 224x224 input."""
-    x, y, w, h = box
-    sx, sy = INPUT_SIZE / w, INPUT_SIZE / h
-    return np.array([[sx, 0.0, -x * sx], [0.0, sy, -y * sy]], np.float64)
-
-
-def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Maps (..., 2) points through a 2x3 affine matrix."""
-    return points @ matrix[:, :2].T + matrix[:, 2]
-
-
-def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    return cv2.invertAffineTransform(matrix)
-
-
-def warp_to_input(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Warps a grayscale image to the 224x224 input through `matrix`.
-
-    Pixel centres follow cv2.resize's convention, so keypoints map through the
-    matrix in continuous coordinates (pixel i spans [i, i+1)). A large
-    shrink is done with INTER_AREA first so the input is not aliased.
-    """
-    scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
-    if scale < 0.5:
-        factor = 0.5 / scale  # shrink to at most twice the final size
-        small = cv2.resize(image, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
-        actual = np.array([small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]])
-        matrix = matrix.copy()
-        matrix[:, :2] = matrix[:, :2] / actual[None, :]
-        image = small
-    # warpAffine samples at integer pixel centres; shift to continuous coordinates.
-    shift_in = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
-    shift_out = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
-    full = shift_out @ np.vstack([matrix, [0, 0, 1]]) @ shift_in
-    return cv2.warpAffine(
-        image, full[:2], (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-
-
-def normalize_keypoints(points_input: np.ndarray) -> np.ndarray:
-    """Input pixels (0..224) -> [-1, 1] about the centre."""
-    half = INPUT_SIZE / 2
-    return (points_input - half) / half
-
-
-def denormalize_keypoints(points_norm: np.ndarray) -> np.ndarray:
-    half = INPUT_SIZE / 2
-    return points_norm * half + half
-
-
-def keypoints_to_image(points_norm: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Network output in [-1, 1] -> original-image pixels, through the inverse of `matrix`."""
-    return apply_affine(invert_affine(matrix), denormalize_keypoints(points_norm))
-
-
-def full_image_matrix(image: np.ndarray) -> np.ndarray:
-    """The deterministic evaluation transform: the whole image stretched to 224x224."""
-    height, width = image.shape[:2]
-    return box_to_input((0.0, 0.0, float(width), float(height)))
-
-
-def random_crop_matrix(image: np.ndarray, rng: np.random.Generator, min_fraction: float) -> np.ndarray:
-    """Random crop (each side keeps min_fraction..1 of the image) before the rescale."""
-    height, width = image.shape[:2]
-    crop_w = width * rng.uniform(min_fraction, 1.0)
-    crop_h = height * rng.uniform(min_fraction, 1.0)
-    x = rng.uniform(0.0, width - crop_w)
-    y = rng.uniform(0.0, height - crop_h)
-    return box_to_input((x, y, crop_w, crop_h))
-
-
 # --- augmentation (the improved recipe) ------------------------------------------
 
 # Index of each point's mirror image in the 68-point scheme: a horizontally
@@ -240,12 +170,6 @@ FLIP_PERMUTATION = np.array(
     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer mouth
     + [64, 63, 62, 61, 60, 67, 66, 65]  # inner mouth
 )
-
-# Where the Haar box sits relative to the keypoints' bounding box (left, top,
-# width, height in units of that box): median and spread, from train.framing.
-DETECTOR_BOX_MEDIAN = np.array([-0.093, -0.296, 1.161, 1.206])
-DETECTOR_BOX_STD = np.array([0.118, 0.084, 0.112, 0.115])
-
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -264,29 +188,7 @@ class Augmentation:
     occlusion: float = 0.0
 
 
-def detector_box(points: np.ndarray, offsets: np.ndarray) -> tuple[float, float, float, float]:
-    """A square box placed on the keypoints as the Haar detector places it."""
-    low, high = points.min(axis=0), points.max(axis=0)
-    size = high - low
-    left, top, width, height = offsets
-    side = float(np.sqrt(width * size[0] * height * size[1]))
-    return (float(low[0] + left * size[0]), float(low[1] + top * size[1]), side, side)
-
-
-def detector_framing_matrix(points: np.ndarray, offsets: np.ndarray = DETECTOR_BOX_MEDIAN,
-                            crop: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """The input matrix for the crop the app would take around this face."""
-    return box_framing_matrix(np.array(detector_box(points, offsets)), crop)
-
-
-def box_framing_matrix(face_box: np.ndarray, crop: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """The input matrix for the app's crop (`crop`, default the training-image one) around a face box."""
-    from jaxkp.inference import TRAINING_IMAGE_CROP, crop_box  # the app's framing rule, kept in one place
-
-    return box_to_input(crop_box(face_box, crop or TRAINING_IMAGE_CROP))
-
-
-def face_framing_matrix(dataset: Dataset, index: int, crop: tuple[float, float, float, float] | None,
+def face_framing_matrix(dataset: Dataset, index: int, crop: Region | None,
                         jitter: np.ndarray | None = None) -> np.ndarray:
     """Frames example `index` by its Haar box when the dataset has one, else by a box
     placed on its keypoints as the detector places it. `jitter` (4 numbers, in units
@@ -302,16 +204,8 @@ def face_framing_matrix(dataset: Dataset, index: int, crop: tuple[float, float, 
     return box_framing_matrix(np.array([x + shift[0] * w, y + shift[1] * h, side, side]), crop)
 
 
-def rotation_about_input_centre(degrees: float) -> np.ndarray:
-    centre = INPUT_SIZE / 2
-    return np.vstack([cv2.getRotationMatrix2D((centre, centre), degrees, 1.0), [0, 0, 1]])
-
-
-FLIP_INPUT = np.array([[-1.0, 0.0, INPUT_SIZE], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-
-
 def augmented_matrix(dataset: Dataset, index: int, rng: np.random.Generator, augmentation: Augmentation,
-                     crop: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, bool]:
+                     crop: Region | None = None) -> tuple[np.ndarray, bool]:
     """Detector-style framing with jitter, then rotation and flip; returns (matrix, flipped)."""
     jitter = augmentation.framing_jitter * np.clip(rng.normal(size=4), -2, 2)
     matrix = np.vstack([face_framing_matrix(dataset, index, crop, jitter), [0, 0, 1]])
@@ -358,7 +252,7 @@ def degrade(patch: np.ndarray, rng: np.random.Generator, augmentation: Augmentat
 
 
 def augmented_example(dataset: Dataset, index: int, rng: np.random.Generator, augmentation: Augmentation,
-                      crop: tuple[float, float, float, float] | None = None) -> Example:
+                      crop: Region | None = None) -> Example:
     """Example `index` under detector-style framing and `augmentation`."""
     matrix, flipped = augmented_matrix(dataset, index, rng, augmentation, crop)
     patch = jitter_photometric(warp_to_input(dataset.images[index], matrix), rng, augmentation)
@@ -368,7 +262,7 @@ def augmented_example(dataset: Dataset, index: int, rng: np.random.Generator, au
 
 def augmented_batches(
     dataset: Dataset, batch_size: int, rng: np.random.Generator, augmentation: Augmentation,
-    crop: tuple[float, float, float, float] | None = None, **sharding: Any,
+    crop: Region | None = None, **sharding: Any,
 ) -> Iterator[Batch]:
     """One epoch of shuffled batches under detector-style framing and `augmentation`
     (`sharding`: shuffled_batches' shard and map_fn)."""
@@ -461,19 +355,19 @@ def train_batches(
                             **sharding)
 
 
-def eval_batches(dataset: Dataset, batch_size: int, framing: str = "whole",
-                 crop: tuple[float, float, float, float] | None = None) -> Iterator[tuple[Batch, int]]:
+def eval_batches(dataset: Dataset, batch_size: int, framing: str = "whole-image",
+                 crop: Region | None = None) -> Iterator[tuple[Batch, int]]:
     """Deterministic batches in order; the last is padded by repeating, with its real size.
 
-    framing "whole" shows each image whole; "detector" frames the face by its
-    Haar box (`dataset.face_boxes`) where it has one, else as the median Haar box
-    around its keypoints would.
+    `framing` (jaxkp.geometry.FRAMINGS): "whole-image" shows each image whole; the
+    box framings frame the face by its Haar box (`dataset.face_boxes`) where it has
+    one, else as the median Haar box around its keypoints would.
     """
     for start in range(0, len(dataset), batch_size):
         indices = np.arange(start, min(start + batch_size, len(dataset)))
         valid = len(indices)
         indices = np.pad(indices, (0, batch_size - valid), mode="edge")
-        if framing == "whole":
+        if framing == "whole-image":
             matrices = [full_image_matrix(dataset.images[i]) for i in indices]
         else:
             matrices = [face_framing_matrix(dataset, i, crop) for i in indices]

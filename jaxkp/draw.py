@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from jaxkp.geometry import crop_box
+
 # RGB colours.
 GROUND_TRUTH = (0, 200, 0)
 PREDICTION = (255, 0, 255)
@@ -82,8 +84,6 @@ def annotate(rgb: np.ndarray, result: dict) -> np.ndarray:
 def face_crops(rgb: np.ndarray, result: dict, crop: tuple[float, float, float, float], size: int = 224
                ) -> list[np.ndarray]:
     """Each face's region as the network saw it (`crop` is the model's), size x size, with its keypoints."""
-    from jaxkp.inference import crop_box
-
     crops = []
     for box, points in faces_on_canvas(rgb, result):
         x, y, w, h = crop_box(box, crop)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxkp.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
+from jaxkp.geometry import framing_of
 
 PUSHED_FILES = [WEIGHTS_FILE, CONFIG_FILE, "metrics.jsonl", "loss_curve.png"]
 REQUIRED_FILES = [WEIGHTS_FILE, CONFIG_FILE]
@@ -77,9 +78,10 @@ def recipe_summary(train: dict[str, Any]) -> str:
     optimizer = "AdamW" if train.get("weight_decay") else "Adam"
     schedule = "a warmup-cosine schedule" if train.get("schedule") == "cosine" else "a constant learning rate"
     loss = {"mse": "MSE", "l1": "L1 loss", "wing": "Wing loss"}.get(train.get("loss", "mse"), train.get("loss"))
-    if train.get("augmentation"):
+    framing = framing_of(train)
+    if framing != "whole-image":
         boxes = ("the Haar detector's own box on each image (a box placed on the keypoints where it "
-                 "found none)" if train.get("haar_boxes") else "a box placed on the keypoints as the Haar detector places it")
+                 "found none)" if framing == "haar-box" else "a box placed on the keypoints as the Haar detector places it")
         crop = train.get("crop") or "the training images' framing"
         framing = (f"each face framed by {boxes}, cropped {crop} (left, top, width, height in box units) with "
                    "jitter, horizontal flips with the left/right point permutation, rotations and "
@@ -87,6 +89,21 @@ def recipe_summary(train: dict[str, Any]) -> str:
     else:
         framing = "a random crop before the rescale to 224x224"
     return f"Optax {optimizer} with {schedule} on the {loss} of keypoints normalised to [-1, 1]; {framing}."
+
+
+def face_score_section(config: dict[str, Any]) -> str:
+    """The face score's description and held-out figures, when the weights carry one."""
+    score = config.get("face_score")
+    if not score:
+        return ""
+    val = score.get("figures", {}).get("validation", {})
+    figures = (f" On the validation photos' crops ({val['faces']} faces, {val['non_faces']} non-faces) its ROC AUC "
+               f"is {val['auc']:.4f}; at the default threshold it keeps {val['face_recall']:.1%} of the faces and "
+               f"passes {val['non_face_pass_rate']:.1%} of the non-faces." if val else "")
+    return (f"\n## Face score\n\nEach face gets a score in [0, 1]: a logistic regression on the network's own "
+            f"evidence ({score.get('evidence', 'heatmap peaks')}), fitted by `python -m train.face_score` on face "
+            f"and non-face crops of the training photos. Faces under {score['threshold']:.3f} are left out by "
+            f"default.{figures}\n")
 
 
 def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: str) -> str:
@@ -105,9 +122,9 @@ def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: s
     ) or "| (no validation figures recorded) | |"
     figures = header + "\n" + figures
     recipe = ", ".join(f"{key} {value}" for key, value in train.items()) or "not recorded"
-    if not train.get("augmentation"):
+    if framing_of(train) == "whole-image":
         evaluated_on = "whole validation images"
-    elif train.get("haar_boxes"):
+    elif framing_of(train) == "haar-box":
         evaluated_on = ("validation faces framed by their Haar boxes as the app frames them (the few the "
                         "detector misses by a box placed on their keypoints)")
     else:
@@ -152,7 +169,7 @@ NME is the mean point-to-point error divided by the distance between the outer e
 (points 36 and 45), computed on {evaluated_on}.
 
 {figures}
-
+{face_score_section(config)}
 ## Intended use and limits
 
 For research, teaching and demos of facial-landmark detection on roughly frontal faces. It was trained

@@ -1,10 +1,14 @@
-"""From a photo to faces and keypoints: loading, detection, framing, the network.
+"""From a photo to faces and keypoints: loading, the network, the pipeline.
 
 One result format everywhere (API, CLI, Python), in original-image pixels,
 faces ordered largest first:
 
     {"image": {"width": W, "height": H},
-     "faces": [{"box": [x, y, w, h], "keypoints": [[x0, y0], ..., [x67, y67]]}]}
+     "faces": [{"box": [x, y, w, h], "score": s, "keypoints": [[x0, y0], ..., [x67, y67]]}]}
+
+`score` in [0, 1] is the network's confidence that the box holds a face (null
+for weights without a face score); faces under the pipeline's `min_score` are
+left out.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from flax import nnx
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
-from jaxkp import data
+from jaxkp.detect import Faces, FaceDetector, overlap
+from jaxkp.geometry import (
+    DETECTOR_BOX_MEDIAN, TRAINING_IMAGE_CROP, box_framing_matrix, detector_box, keypoints_to_image, warp_to_input,
+)
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS
 
 register_heif_opener()  # iPhone photos (HEIC/HEIF), EXIF orientation included
@@ -34,22 +41,15 @@ MAX_PIXELS = 64_000_000
 # pixels; results are still given in the original photo's pixels. A 12 MP phone
 # photo stays whole, and a face the detector can find keeps enough pixels.
 WORKING_MAX_PIXELS = 12_000_000
-# Detection runs on a copy of at most this many pixels (its cost grows with the
-# area); boxes map back. An area budget rather than a longest side keeps faces in
-# a long strip (a panorama) large enough to find.
-DETECTION_MAX_PIXELS = 1024 * 1024
 MAX_FACES = 20
+# The network reads at most this many proposals per photo (largest first): it
+# bounds the cost of a photo full of false proposals.
+MAX_PROPOSALS = 32
+# Two faces whose keypoints' boxes overlap this much are one face found twice.
+DUPLICATE_OVERLAP = 0.5
 # Fixed batch sizes: any face count pads up to one of these, so no new shape recompiles.
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
-# Haar box -> the region the network sees, as (left, top, width, height) in units
-# of the box. The reference network learnt whole training images, so its crop is
-# framed as they are: measured by `python -m train.framing --every 2`, relative to
-# the detected box (x, y, w, h) they start at x - 0.49 w, y - 0.58 h and span
-# 2.01 w by 2.25 h (medians). A network trained on detector-framed crops names its
-# own crop in config.json ("crop").
-TRAINING_IMAGE_CROP = (-0.49, -0.58, 2.01, 2.25)
-HAAR_SCALE_FACTOR, HAAR_MIN_NEIGHBORS = 1.1, 5
 # EXIF orientations that swap width and height.
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 
@@ -183,54 +183,44 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     raise ImageError(f"unsupported image shape {array.shape}")
 
 
-class FaceDetector:
-    """OpenCV's frontal-face Haar cascade, on a downscaled copy of large photos."""
-
-    def __init__(self) -> None:
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-        self.cascade = cv2.CascadeClassifier(path)
-        if self.cascade.empty():
-            raise RuntimeError(f"cannot load the Haar cascade at {path}")
-
-    def __call__(self, gray: np.ndarray, max_faces: int = MAX_FACES) -> np.ndarray:
-        """Boxes (N, 4) as x, y, w, h in `gray`'s pixels, largest first."""
-        scale = min(1.0, math.sqrt(DETECTION_MAX_PIXELS / gray.size))
-        small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        min_side = max(24, min(small.shape) // 20)
-        boxes = self.cascade.detectMultiScale(
-            small, scaleFactor=HAAR_SCALE_FACTOR, minNeighbors=HAAR_MIN_NEIGHBORS, minSize=(min_side, min_side)
-        )
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4) / scale
-        order = np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable")
-        return boxes[order][:max_faces]
-
-
-def crop_box(face_box: np.ndarray, crop: tuple[float, float, float, float] = TRAINING_IMAGE_CROP
-             ) -> tuple[float, float, float, float]:
-    """The region (x, y, w, h) around a Haar box that the network is shown."""
-    x, y, w, h = face_box
-    left, top, width, height = crop
-    return (x + left * w, y + top * h, width * w, height * h)
-
-
-def nearest_face_boxes(detector: FaceDetector, images: list[np.ndarray], keypoints: np.ndarray) -> np.ndarray:
-    """For each labelled image, the Haar box whose centre is nearest its keypoints'
-    centre: (N, 4), NaN where no box holds that centre (a box elsewhere, on a
-    shirt say, is not a detection of this face)."""
-    nearest = np.full((len(images), 4), np.nan)
-    for index, (image, points) in enumerate(zip(images, keypoints)):
-        boxes = detector(image)
-        if len(boxes):
-            centre = points.mean(axis=0)
-            box = boxes[np.argmin(np.linalg.norm(boxes[:, :2] + boxes[:, 2:] / 2 - centre, axis=1))]
-            if np.all(box[:2] <= centre) and np.all(centre <= box[:2] + box[2:]):
-                nearest[index] = box
-    return nearest
-
-
-def _forward(graph: nnx.GraphDef, state: nnx.State, images: jax.Array) -> jax.Array:
+def _forward(graph: nnx.GraphDef, state: nnx.State, images: jax.Array) -> tuple[jax.Array, jax.Array]:
     inputs = images.astype(jax.numpy.float32) / 127.5 - 1.0
-    return nnx.merge(graph, state)(inputs)
+    model = nnx.merge(graph, state)
+    if hasattr(model, "keypoints_and_evidence"):
+        return model.keypoints_and_evidence(inputs)
+    keypoints = model(inputs)
+    return keypoints, jax.numpy.zeros((len(inputs), 0))
+
+
+@dataclass
+class FaceScore:
+    """Logistic regression on the network's face evidence (HeatmapNet.keypoints_and_evidence),
+    fitted by `python -m train.face_score` and kept in config.json ("face_score")."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+    threshold: float  # the default min_score
+
+    @classmethod
+    def from_config(cls, values: dict[str, Any] | None) -> FaceScore | None:
+        if not values:
+            return None
+        return cls(np.asarray(values["mean"], np.float32), np.asarray(values["scale"], np.float32),
+                   np.asarray(values["weights"], np.float32), float(values["bias"]), float(values["threshold"]))
+
+    def __call__(self, evidence: np.ndarray) -> np.ndarray:
+        logits = ((evidence - self.mean) / self.scale) @ self.weights + self.bias
+        return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+
+
+@dataclass
+class FaceReading:
+    """What the network read from the faces it was shown, in photo pixels."""
+
+    keypoints: np.ndarray  # (N, 68, 2)
+    scores: np.ndarray | None  # (N,) in [0, 1]; None for weights without a face score
 
 
 class KeypointModel:
@@ -242,6 +232,7 @@ class KeypointModel:
         self.config = config or {}
         self.crop = tuple(self.config.get("crop", TRAINING_IMAGE_CROP))
         self.markup_offset = self.markup_offset_for(markup)
+        self.face_score = FaceScore.from_config(self.config.get("face_score"))
         self._forward = jax.jit(_forward, static_argnums=0)
 
     def markup_offset_for(self, markup: str | None) -> np.ndarray:
@@ -255,50 +246,116 @@ class KeypointModel:
             raise ValueError(f"these weights know no mark-up {markup!r}; they know {', '.join(known)}")
         return np.asarray(offsets[markup], np.float32)
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """(N, 224, 224) or (N, 224, 224, 1) uint8 -> (N, 68, 2) normalised keypoints (in `markup`)."""
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 224, 224) or (N, 224, 224, 1) uint8 -> normalised keypoints (N, 68, 2) (in
+        `markup`) and the face evidence (N, E) (E = 0 for networks without it)."""
         images = np.asarray(images, np.uint8).reshape(-1, INPUT_SIZE, INPUT_SIZE, 1)
-        outputs = []
+        keypoints, evidence = [], []
         for start in range(0, len(images), BATCH_SIZES[-1]):
             chunk = images[start : start + BATCH_SIZES[-1]]
             size = next(s for s in BATCH_SIZES if s >= len(chunk))
             padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.uint8)])
-            outputs.append(np.asarray(self._forward(self.graph, self.state, padded))[: len(chunk)])
-        return np.concatenate(outputs) + self.markup_offset if outputs else np.zeros((0, 68, 2), np.float32)
+            points, seen = self._forward(self.graph, self.state, padded)
+            keypoints.append(np.asarray(points)[: len(chunk)])
+            evidence.append(np.asarray(seen)[: len(chunk)])
+        if not keypoints:
+            return np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros((0, 0), np.float32)
+        return np.concatenate(keypoints) + self.markup_offset, np.concatenate(evidence)
 
-    def keypoints_in_regions(self, gray: np.ndarray, regions: list[tuple[float, float, float, float]]) -> np.ndarray:
-        """Keypoints (N, 68, 2) in `gray`'s pixels for each region (x, y, w, h) it is shown."""
-        matrices = [data.box_to_input(region) for region in regions]
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """(N, 224, 224) or (N, 224, 224, 1) uint8 -> (N, 68, 2) normalised keypoints (in `markup`)."""
+        return self.predict(images)[0]
+
+    def read_faces(self, gray: np.ndarray, boxes: np.ndarray, angles: np.ndarray | None = None) -> FaceReading:
+        """Keypoints in `gray`'s pixels and face scores for faces in boxes (N, 4) (the
+        frontal-default framing), each turned upright by its angle before the network sees it."""
+        angles = np.zeros(len(boxes)) if angles is None else angles
+        matrices = [box_framing_matrix(box, self.crop, angle) for box, angle in zip(boxes, angles)]
         if not matrices:
-            return np.zeros((0, 68, 2), np.float64)
-        patches = np.stack([data.warp_to_input(gray, matrix) for matrix in matrices])
-        normalised = self(patches)
-        return np.stack([data.keypoints_to_image(p, m) for p, m in zip(normalised, matrices)])
+            return FaceReading(np.zeros((0, NUM_KEYPOINTS, 2)), None if self.face_score is None else np.zeros(0))
+        normalised, evidence = self.predict(np.stack([warp_to_input(gray, matrix) for matrix in matrices]))
+        keypoints = np.stack([keypoints_to_image(p, m) for p, m in zip(normalised, matrices)])
+        return FaceReading(keypoints, None if self.face_score is None else self.face_score(evidence))
+
+
+def keypoint_boxes(keypoints: np.ndarray) -> np.ndarray:
+    """(N, 4) the boxes the frontal cascade would place on faces with these keypoints."""
+    return np.array([detector_box(points, DETECTOR_BOX_MEDIAN) for points in keypoints]).reshape(-1, 4)
+
+
+def without_duplicates(reading: FaceReading, order: np.ndarray) -> np.ndarray:
+    """Indices (from `order`, best first) of the faces left when a face whose keypoints
+    overlap a better one's is dropped: two proposals of one face give one face."""
+    boxes = keypoint_boxes(reading.keypoints)
+    kept: list[int] = []
+    for index in order:
+        if not kept or overlap(boxes[index], boxes[kept]).max() < DUPLICATE_OVERLAP:
+            kept.append(int(index))
+    return np.array(kept, int)
+
+
+@dataclass
+class FoundFaces:
+    """The faces a pipeline kept, largest first, in the working photo's pixels."""
+
+    faces: Faces
+    reading: FaceReading
+    # Before the score and the duplicate check: the detector's proposals and what the
+    # network read from each (for evaluation of each stage).
+    proposals: Faces
+    proposal_reading: FaceReading
 
 
 @dataclass
 class FaceKeypointPipeline:
-    """Photo in, result dict out: detector, framing, network."""
+    """Photo in, result dict out: detector, framing, network, face score."""
 
     model: KeypointModel
     detector: FaceDetector
+    # Faces the network scores under this are left out; None: the weights' own default.
+    min_score: float | None = None
 
     @classmethod
-    def create(cls, model: KeypointModel) -> FaceKeypointPipeline:
-        return cls(model, FaceDetector())
+    def create(cls, model: KeypointModel, min_score: float | None = None) -> FaceKeypointPipeline:
+        return cls(model, FaceDetector(), min_score)
 
-    def __call__(self, photo: Any, max_faces: int = MAX_FACES) -> dict[str, Any]:
+    @property
+    def threshold(self) -> float:
+        if self.min_score is not None:
+            return self.min_score
+        return self.model.face_score.threshold if self.model.face_score else 0.0
+
+    def find_faces(self, gray: np.ndarray, max_faces: int = MAX_FACES, min_score: float | None = None) -> FoundFaces:
+        """Proposals -> keypoints and scores -> faces over the threshold, one per face, largest first."""
+        proposals = self.detector(gray, MAX_PROPOSALS)
+        reading = self.model.read_faces(gray, proposals.boxes, proposals.angles)
+        threshold = self.threshold if min_score is None else min_score
+        scores = reading.scores
+        if scores is None:  # no score: the detector's order (largest first) decides
+            order = np.arange(len(proposals))
+        else:
+            order = np.argsort(-scores, kind="stable")
+            order = order[scores[order] >= threshold]
+        kept = without_duplicates(reading, order)
+        kept = kept[np.argsort(-(proposals.boxes[kept, 2] * proposals.boxes[kept, 3]), kind="stable")][:max_faces]
+        faces = proposals.take(kept)
+        kept_reading = FaceReading(reading.keypoints[kept], None if scores is None else scores[kept])
+        return FoundFaces(faces, kept_reading, proposals, reading)
+
+    def __call__(self, photo: Any, max_faces: int = MAX_FACES, min_score: float | None = None) -> dict[str, Any]:
         """`photo`: anything read_photo takes, or a Photo it made (a large photo is
         worked on reduced); the result is in the original photo's pixels."""
         photo = photo if isinstance(photo, Photo) else read_photo(photo)
         gray = cv2.cvtColor(photo.rgb, cv2.COLOR_RGB2GRAY)
-        boxes = self.detector(gray, max_faces)
-        keypoints = self.model.keypoints_in_regions(gray, [crop_box(box, self.model.crop) for box in boxes])
-        boxes, keypoints = boxes * np.tile(photo.scale, 2), keypoints * photo.scale
+        found = self.find_faces(gray, max_faces, min_score)
+        boxes, keypoints = found.faces.boxes * np.tile(photo.scale, 2), found.reading.keypoints * photo.scale
+        scores = found.reading.scores if found.reading.scores is not None else [None] * len(boxes)
         return {
             "image": {"width": photo.width, "height": photo.height},
             "faces": [
-                {"box": [round(float(v), 1) for v in box], "keypoints": np.round(points, 2).tolist()}
-                for box, points in zip(boxes, keypoints)
+                {"box": [round(float(v), 1) for v in box],
+                 "score": None if score is None else round(float(score), 3),
+                 "keypoints": np.round(points, 2).tolist()}
+                for box, score, points in zip(boxes, scores, keypoints)
             ],
         }

@@ -244,7 +244,8 @@ class HeatmapNet(nnx.Module):
         # No bias: the softmax over positions cancels a per-map constant.
         self.heatmap = nnx.Conv(decoder_channels, NUM_KEYPOINTS, (1, 1), use_bias=False, rngs=rngs)
 
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def heatmaps(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Heatmap logits (B, 28, 28, 68) and the coarsest stage's map (B, 7, 7, C)."""
         x = space_to_depth(images)
         stage_outputs = []
         for stage in self.stages:
@@ -256,7 +257,22 @@ class HeatmapNet(nnx.Module):
         x = self.lateral[-1](fine_maps[-1])
         for level in range(len(fine_maps) - 2, -1, -1):
             x = self.merge[level](upsample_2x(x) + self.lateral[level](fine_maps[level]))
-        return soft_argmax(self.heatmap(x))
+        return self.heatmap(x), fine_maps[-1]
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        return soft_argmax(self.heatmaps(images)[0])
+
+    def keypoints_and_evidence(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Keypoints, and what the network's face score reads (B, 68 + C): how peaked
+        each keypoint's heatmap is (the log of its softmax maximum: a face puts each
+        point somewhere, a shirt spreads it out) and the coarsest map averaged over
+        the input (what the network sees as a whole)."""
+        logits, coarse = self.heatmaps(images)
+        batch, height, width, keypoints = logits.shape
+        log_weights = jax.nn.log_softmax(logits.astype(jnp.float32).reshape(batch, height * width, keypoints), axis=1)
+        peaks = log_weights.max(axis=1)
+        pooled = coarse.astype(jnp.float32).mean(axis=(1, 2))
+        return soft_argmax(logits), jnp.concatenate([peaks, pooled], axis=-1)
 
 
 NETWORKS: dict[str, type[nnx.Module]] = {

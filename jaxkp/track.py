@@ -22,8 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from jaxkp.data import DETECTOR_BOX_MEDIAN, detector_box
-from jaxkp.inference import FaceKeypointPipeline, crop_box
+from jaxkp.detect import overlap
+from jaxkp.inference import FaceKeypointPipeline, keypoint_boxes
 
 
 # Smaller "faces" are lost tracks: the detector finds none under 24 px.
@@ -75,19 +75,6 @@ class Track:
     scale: float = 1.0
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
-def keypoint_box(points: np.ndarray) -> np.ndarray:
-    """The box the Haar detector would place on a face with these keypoints."""
-    return np.array(detector_box(points, DETECTOR_BOX_MEDIAN))
-
-
 class FaceTracker:
     """Frames in, faces with stable ids and smoothed keypoints out (see module doc)."""
 
@@ -115,11 +102,13 @@ class FaceTracker:
         lost = False
         if self.tracks:
             # Frame each face from its last keypoints, as the detector would frame it.
-            boxes = [keypoint_box(track.keypoints) for track in self.tracks]
-            points = model.keypoints_in_regions(gray, [crop_box(box, model.crop) for box in boxes])
+            boxes = keypoint_boxes(np.stack([track.keypoints for track in self.tracks]))
+            reading = model.read_faces(gray, boxes)
+            scores = reading.scores if reading.scores is not None else np.ones(len(boxes))
             kept = []
-            for track, box, new_points in zip(self.tracks, boxes, points):
-                if self._plausible(new_points, box, gray.shape) and 0.5 < box[2] / track.scale < 2.0:
+            for track, box, new_points, score in zip(self.tracks, boxes, reading.keypoints, scores):
+                if (self._plausible(new_points, box, gray.shape) and 0.5 < box[2] / track.scale < 2.0
+                        and score >= self.pipeline.threshold):
                     track.box, track.keypoints = box, new_points
                     kept.append(track)
                 else:
@@ -138,16 +127,14 @@ class FaceTracker:
 
     def _detect(self, gray: np.ndarray) -> None:
         self.detections += 1
-        boxes = self.pipeline.detector(gray, self.max_faces)
-        new_boxes = [box for box in boxes if all(box_iou(box, track.box) < 0.3 for track in self.tracks)]
+        found = self.pipeline.find_faces(gray, self.max_faces)
         room = self.max_faces - len(self.tracks)
-        new_boxes = new_boxes[: max(room, 0)]
-        if not new_boxes:
-            return
-        model = self.pipeline.model
-        points = model.keypoints_in_regions(gray, [crop_box(box, model.crop) for box in new_boxes])
-        for box, new_points in zip(new_boxes, points):
-            self.tracks.append(self._new_track(np.asarray(box, np.float64), new_points))
+        tracked = np.array([track.box for track in self.tracks]).reshape(-1, 4)
+        for points in found.reading.keypoints:
+            box = keypoint_boxes(points[None])[0]
+            if room > 0 and (not len(tracked) or overlap(box, tracked).max() < 0.3):
+                self.tracks.append(self._new_track(box, points))
+                room -= 1
 
     @staticmethod
     def _plausible(points: np.ndarray, box: np.ndarray, shape: tuple[int, ...]) -> bool:
@@ -171,6 +158,6 @@ class FaceTracker:
         """Two tracks that have converged on one face keep the older id."""
         kept: list[Track] = []
         for track in sorted(tracks, key=lambda t: t.id):
-            if all(box_iou(track.box, other.box) < 0.5 for other in kept):
+            if all(overlap(track.box, other.box[None])[0] < 0.5 for other in kept):
                 kept.append(track)
         return kept

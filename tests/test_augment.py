@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxkp import data
+from jaxkp import data, geometry
 from synthetic import draw_face
 
 
@@ -40,7 +40,7 @@ def transform(image, points, augmentation, seed, want_flip, face_box=None, crop=
     for _ in range(100):  # draw until the flip coin lands as wanted
         matrix, flipped = data.augmented_matrix(dataset, 0, rng, augmentation, crop)
         if flipped == want_flip:
-            return data.warp_to_input(image, matrix), data.target_keypoints(points, matrix, flipped)
+            return geometry.warp_to_input(image, matrix), data.target_keypoints(points, matrix, flipped)
     raise AssertionError("flip never came up as wanted")
 
 
@@ -59,7 +59,7 @@ def test_flipped_image_keeps_each_label_on_its_feature(feature):
     # The subject's feature drawn on the image's left is, once mirrored, its
     # counterpart on the right: its new label is the mirror index.
     mirrored = data.FLIP_PERMUTATION[feature]
-    np.testing.assert_allclose(dot_position(patch), data.denormalize_keypoints(targets[mirrored]), atol=1.0)
+    np.testing.assert_allclose(dot_position(patch), geometry.denormalize_keypoints(targets[mirrored]), atol=1.0)
     # Anatomy stays consistent: the subject's right eye (36-41) is still on the image's left.
     assert targets[36:42, 0].mean() < targets[42:48, 0].mean()
     assert targets[0, 0] < targets[16, 0]
@@ -72,7 +72,7 @@ def test_rotation_and_framing_jitter_move_image_and_keypoints_together(seed, fra
     face_box, crop = (None, None) if framed_by == "keypoints" else ((40.0, 50.0, 100.0, 100.0), TIGHT_CROP)
     augmentation = data.Augmentation(max_rotation_degrees=20, framing_jitter=1.0)
     patch, targets = transform(image, points, augmentation, seed, want_flip=False, face_box=face_box, crop=crop)
-    np.testing.assert_allclose(dot_position(patch), data.denormalize_keypoints(targets[45]), atol=1.0)
+    np.testing.assert_allclose(dot_position(patch), geometry.denormalize_keypoints(targets[45]), atol=1.0)
 
 
 def test_haar_box_framing_shows_the_crop_around_the_box():
@@ -80,18 +80,18 @@ def test_haar_box_framing_shows_the_crop_around_the_box():
     dataset = one_image_dataset(image, points, (40.0, 50.0, 100.0, 100.0))
     matrix = data.face_framing_matrix(dataset, 0, TIGHT_CROP)
     # The crop (-0.25, -0.1, 1.5, 1.5) of that box spans x 15..165, y 40..190.
-    corners = data.apply_affine(matrix, np.array([[15.0, 40.0], [165.0, 190.0]]))
+    corners = geometry.apply_affine(matrix, np.array([[15.0, 40.0], [165.0, 190.0]]))
     np.testing.assert_allclose(corners, [[0, 0], [224, 224]], atol=1e-9)
     # Without a box (the detector missed the face) it frames from the keypoints.
     no_box = one_image_dataset(image, points, (np.nan,) * 4)
     np.testing.assert_allclose(data.face_framing_matrix(no_box, 0, TIGHT_CROP),
-                               data.detector_framing_matrix(points, crop=TIGHT_CROP))
+                               geometry.detector_framing_matrix(points, crop=TIGHT_CROP))
 
 
 def test_detector_framing_matches_the_apps_crop_rule():
     _, points = draw_face(np.random.default_rng(5), 180, 200)
-    matrix = data.detector_framing_matrix(points)
-    targets = data.normalize_keypoints(data.apply_affine(matrix, points))
+    matrix = geometry.detector_framing_matrix(points)
+    targets = geometry.normalize_keypoints(geometry.apply_affine(matrix, points))
     # The face fills the middle of the input as in the training crops.
     assert np.all(np.abs(targets) < 0.9)
     assert abs(targets[:, 0].mean()) < 0.15
@@ -102,7 +102,7 @@ def test_photometric_jitter_changes_pixels_not_keypoints():
     augmentation = data.Augmentation(brightness=0.2, contrast=0.2)
     rng = np.random.default_rng(0)
     matrix, flipped = data.augmented_matrix(one_image_dataset(image, points), 0, rng, augmentation)
-    patch = data.warp_to_input(image, matrix)
+    patch = geometry.warp_to_input(image, matrix)
     jittered = data.jitter_photometric(patch, np.random.default_rng(1), augmentation)
     assert not np.array_equal(patch, jittered) and jittered.dtype == np.uint8
     assert not flipped

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxkp import data
+from jaxkp import data, geometry
 
 
 def test_loads_jpeg_and_png_named_jpg(synthetic_data_dir):
@@ -64,10 +64,10 @@ def test_keypoints_map_to_input_and_back_exactly():
     rng = np.random.default_rng(0)
     image = np.zeros((150, 120), np.uint8)
     points = rng.uniform(0, 120, (68, 2))
-    for matrix in [data.full_image_matrix(image), data.random_crop_matrix(image, rng, 0.9)]:
-        normalised = data.normalize_keypoints(data.apply_affine(matrix, points))
-        np.testing.assert_allclose(data.keypoints_to_image(normalised, matrix), points, atol=1e-9)
-    full = data.normalize_keypoints(data.apply_affine(data.full_image_matrix(image), np.array([[0, 0], [120, 150]])))
+    for matrix in [geometry.full_image_matrix(image), geometry.random_crop_matrix(image, rng, 0.9)]:
+        normalised = geometry.normalize_keypoints(geometry.apply_affine(matrix, points))
+        np.testing.assert_allclose(geometry.keypoints_to_image(normalised, matrix), points, atol=1e-9)
+    full = geometry.normalize_keypoints(geometry.apply_affine(geometry.full_image_matrix(image), np.array([[0, 0], [120, 150]])))
     np.testing.assert_allclose(full, [[-1, -1], [1, 1]])
 
 
@@ -81,12 +81,12 @@ def test_warped_image_and_keypoints_agree(shape):
     radius = max(2, int(0.015 * max(shape)))
     cv2.circle(image, (int(point[0]), int(point[1])), radius, 255, -1)
     point_centre = np.floor(point) + 0.5  # the centre of the drawn pixel, continuous coordinates
-    for matrix in [data.full_image_matrix(image), data.random_crop_matrix(image, rng, 0.9)]:
-        warped = data.warp_to_input(image, matrix).astype(np.float64)
+    for matrix in [geometry.full_image_matrix(image), geometry.random_crop_matrix(image, rng, 0.9)]:
+        warped = geometry.warp_to_input(image, matrix).astype(np.float64)
         ys, xs = np.nonzero(warped > 0)
         weights = warped[ys, xs]
         centroid = np.array([np.average(xs + 0.5, weights=weights), np.average(ys + 0.5, weights=weights)])
-        np.testing.assert_allclose(centroid, data.apply_affine(matrix, point_centre), atol=0.6)
+        np.testing.assert_allclose(centroid, geometry.apply_affine(matrix, point_centre), atol=0.6)
 
 
 def test_train_batches_are_deterministic_per_seed(synthetic_data_dir):

@@ -26,7 +26,7 @@ from jaxkp.inference import load_photo
 folder = resolve_weights(sys.argv[1])
 model = load_model(folder)
 gray = cv2.cvtColor(load_photo(sys.argv[2]), cv2.COLOR_RGB2GRAY)
-points = model.keypoints_in_regions(gray, [(150.0, 20.0, 190.0, 210.0)])
+points = model.read_faces(gray, np.array([[200.0, 80.0, 100.0, 100.0]])).keypoints
 print(folder)
 print(hashlib.sha256(np.ascontiguousarray(points).tobytes()).hexdigest())
 """

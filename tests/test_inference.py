@@ -10,7 +10,9 @@ from PIL import Image
 
 from jaxkp.examples import compose_faces
 from jaxkp import load_pipeline
-from jaxkp.inference import BATCH_SIZES, TRAINING_IMAGE_CROP, ImageError, crop_box, load_photo, nearest_face_boxes
+from jaxkp.detect import Faces, nearest_face_boxes
+from jaxkp.geometry import TRAINING_IMAGE_CROP
+from jaxkp.inference import BATCH_SIZES, ImageError, load_photo
 from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +43,9 @@ def test_result_format_and_keypoints_on_the_face(pipeline):
 
 def test_the_network_sees_the_crop_its_config_names(pipeline):
     gray = cv2.cvtColor(load_photo(ASTRONAUT), cv2.COLOR_RGB2GRAY)
-    box = pipeline.detector(gray)[0]
-    crop = pipeline.model.crop
-    assert crop == tuple(pipeline.model.config.get("crop", TRAINING_IMAGE_CROP))
-    expected = pipeline.model.keypoints_in_regions(gray, [crop_box(box, crop)])[0]
+    faces = pipeline.detector(gray)
+    assert pipeline.model.crop == tuple(pipeline.model.config.get("crop", TRAINING_IMAGE_CROP))
+    expected = pipeline.model.read_faces(gray, faces.boxes[:1], faces.angles[:1]).keypoints[0]
     np.testing.assert_allclose(pipeline(ASTRONAUT)["faces"][0]["keypoints"], expected, atol=0.006)
 
 
@@ -103,13 +104,13 @@ def test_bad_files_are_refused_with_a_reason(pipeline, tmp_path, name):
 
 def test_face_counts_share_fixed_batch_shapes(pipeline):
     gray = cv2.cvtColor(load_photo(ASTRONAUT), cv2.COLOR_RGB2GRAY)
-    region = crop_box(np.array([177.0, 66.0, 95.0, 95.0]))
+    box = np.array([[177.0, 66.0, 95.0, 95.0]])
     for count in (1, 3, 5, 7):
-        pipeline.model.keypoints_in_regions(gray, [region] * count)
+        pipeline.model.read_faces(gray, np.repeat(box, count, axis=0))
     compiled = pipeline.model._forward._cache_size()
     assert compiled <= len(BATCH_SIZES)
-    for count in (2, 6, 8):
-        pipeline.model.keypoints_in_regions(gray, [region] * count)
+    for count in (4, 6, 8):  # padded to sizes 4 and 8, both compiled above
+        pipeline.model.read_faces(gray, np.repeat(box, count, axis=0))
     assert pipeline.model._forward._cache_size() == compiled  # sizes already seen: no new compile
 
 
@@ -153,7 +154,7 @@ def test_a_box_away_from_the_labelled_face_is_not_its_detection():
     image = np.zeros((300, 300), np.uint8)
 
     def detector(_image):
-        return boxes
+        return Faces(boxes, np.zeros(len(boxes)), np.zeros(len(boxes), int))
 
     boxes = np.array([[200.0, 250.0, 40.0, 40.0]])  # a false positive on the chest
     assert np.isnan(nearest_face_boxes(detector, [image], points[None])).all()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxkp.data import denormalize_keypoints
+from jaxkp.geometry import denormalize_keypoints
 from jaxkp.model import ReferenceNet, _pool_3x3, count_params, create_model, max_pool_3x3, soft_argmax
 
 

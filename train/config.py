@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from jaxkp.data import Augmentation
+from jaxkp.geometry import FRAMINGS, framing_of
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,14 @@ class Config:
     schedule: str = "constant"
     warmup_epochs: int = 0
     weight_decay: float = 0.0
-    # None: the reference's random crop of the whole image. Otherwise detector-style
-    # framing with this jitter; validation then uses the median detector framing.
+    # What the network is shown of each face (jaxkp.geometry.FRAMINGS): "whole-image"
+    # (the reference's random crop of the whole image), "keypoint-box" (the crop around
+    # a box placed on the keypoints as the Haar detector places it) or "haar-box" (the
+    # crop around the Haar box found on each face, detected once per run). Validation
+    # frames the same way without jitter.
+    framing: str = "whole-image"
+    # The box framings' jitter, flip, rotation and photometric changes; None: none.
     augmentation: Augmentation | None = None
-    # Detector-framed recipes only: frame each training and validation face by the
-    # Haar box found on it (detected once per run) instead of a box placed on its keypoints.
-    haar_boxes: bool = False
     # The region around a Haar box the network sees (left, top, width, height in
     # units of the box); None: the training images' own framing (TRAINING_IMAGE_CROP).
     crop: tuple[float, float, float, float] | None = None
@@ -59,6 +62,10 @@ class Config:
     # precision, for GPUs and TPUs), parameters, optimizer state and loss in float32.
     compute_dtype: str = "float32"
 
+    def __post_init__(self) -> None:
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"unknown framing {self.framing!r}; choose one of {', '.join(FRAMINGS)}")
+
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 
@@ -68,6 +75,8 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
         values = dict(values)
+        values["framing"] = framing_of(values)  # configs saved before the field existed
+        values.pop("haar_boxes", None)
         if values.get("augmentation") is not None:
             values["augmentation"] = Augmentation(**values["augmentation"])
         if values.get("crop") is not None:
@@ -79,7 +88,7 @@ class Config:
 # "improved-haar" on the deeper residual network, trained longer (45 epochs: val NME 0.069, 65: 0.064).
 RESIDUAL_HAAR = Config(
     network="residual", epochs=65, batch_size=32, learning_rate=2e-3, loss="wing", schedule="cosine",
-    warmup_epochs=2, weight_decay=1e-4, haar_boxes=True, crop=(-0.25, -0.1, 1.5, 1.5),
+    warmup_epochs=2, weight_decay=1e-4, framing="haar-box", crop=(-0.25, -0.1, 1.5, 1.5),
     augmentation=Augmentation(flip=True, max_rotation_degrees=15, framing_jitter=0.5, brightness=0.2, contrast=0.3),
 )
 
@@ -90,7 +99,7 @@ CONFIGS: dict[str, Config] = {
     # frames faces as the Haar detector does, Wing loss and a cosine schedule.
     "improved": Config(
         network="compact", epochs=60, batch_size=32, learning_rate=2e-3, loss="wing", schedule="cosine",
-        warmup_epochs=2, weight_decay=1e-4,
+        warmup_epochs=2, weight_decay=1e-4, framing="keypoint-box",
         augmentation=Augmentation(flip=True, max_rotation_degrees=15, framing_jitter=1.0, brightness=0.2,
                                   contrast=0.3),
     ),
@@ -98,7 +107,7 @@ CONFIGS: dict[str, Config] = {
     # it), on a tighter square crop that gives the face more of the input's pixels.
     "improved-haar": Config(
         network="compact", epochs=45, batch_size=32, learning_rate=2e-3, loss="wing", schedule="cosine",
-        warmup_epochs=2, weight_decay=1e-4, haar_boxes=True, crop=(-0.25, -0.1, 1.5, 1.5),
+        warmup_epochs=2, weight_decay=1e-4, framing="haar-box", crop=(-0.25, -0.1, 1.5, 1.5),
         augmentation=Augmentation(flip=True, max_rotation_degrees=15, framing_jitter=0.5, brightness=0.2,
                                   contrast=0.3),
     ),

@@ -28,38 +28,44 @@ from typing import Any
 import cv2
 import numpy as np
 
-from jaxkp import data, draw, metrics
+from jaxkp import data, draw, geometry, metrics
 from jaxkp.checkpoint import WeightsError, read_config, write_atomic
-from jaxkp.inference import FaceDetector, KeypointModel, crop_box, nearest_face_boxes
+from jaxkp.detect import TRAINING_SOURCES, FaceDetector, holds, nearest_face_boxes
+from jaxkp.inference import FaceKeypointPipeline, KeypointModel
 from jaxkp.weights import load_model, resolve_weights
 
 
 def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> np.ndarray:
     """Pixel keypoints (N, 68, 2), each image framed as the model's training validated."""
-    train_config = model.config.get("train_config", {})
-    if train_config.get("augmentation"):
-        if train_config.get("haar_boxes"):
-            boxes = nearest_face_boxes(FaceDetector(), dataset.images, dataset.keypoints)
+    framing = geometry.framing_of(model.config.get("train_config", {}))
+    if framing != "whole-image":
+        if framing == "haar-box":
+            boxes = nearest_face_boxes(FaceDetector(TRAINING_SOURCES), dataset.images, dataset.keypoints)
             dataset = data.Dataset(dataset.names, dataset.images, dataset.keypoints, boxes)
         matrices = [data.face_framing_matrix(dataset, i, model.crop) for i in range(len(dataset))]
     else:
-        matrices = [data.full_image_matrix(image) for image in dataset.images]
-    patches = np.stack([data.warp_to_input(image, m) for image, m in zip(dataset.images, matrices)])
+        matrices = [geometry.full_image_matrix(image) for image in dataset.images]
+    patches = np.stack([geometry.warp_to_input(image, m) for image, m in zip(dataset.images, matrices)])
     normalised = model(patches)
-    return np.stack([data.keypoints_to_image(points, m) for points, m in zip(normalised, matrices)])
+    return np.stack([geometry.keypoints_to_image(points, m) for points, m in zip(normalised, matrices)])
 
 
 def predict_end_to_end(model: KeypointModel, dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """What the app does: Haar box -> the model's crop -> network -> pixels.
+    """What the app does: proposals -> the model's crop -> network -> face score -> pixels.
 
-    Returns (pixel keypoints, detected mask); where several faces are found the
-    one whose box centre is nearest the true keypoints' centre is scored.
+    Returns (pixel keypoints, detected mask); where several faces are kept, the
+    one that is the labelled face (jaxkp.detect.holds) nearest its centre is scored.
     """
-    boxes = nearest_face_boxes(FaceDetector(), dataset.images, dataset.keypoints)
-    detected = np.isfinite(boxes[:, 0])
+    pipeline = FaceKeypointPipeline.create(model)
+    detected = np.zeros(len(dataset), bool)
     predicted = np.zeros_like(dataset.keypoints, dtype=np.float64)
-    for index in np.flatnonzero(detected):
-        predicted[index] = model.keypoints_in_regions(dataset.images[index], [crop_box(boxes[index], model.crop)])[0]
+    for index, (image, points) in enumerate(zip(dataset.images, dataset.keypoints)):
+        found = pipeline.find_faces(image)
+        candidates = [i for i, box in enumerate(found.faces.boxes) if holds(box, points)]
+        if candidates:
+            centres = found.faces.boxes[candidates, :2] + found.faces.boxes[candidates, 2:] / 2
+            best = candidates[int(np.argmin(np.linalg.norm(centres - points.mean(axis=0), axis=1)))]
+            predicted[index], detected[index] = found.reading.keypoints[best], True
     return predicted, detected
 
 

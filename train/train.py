@@ -25,8 +25,8 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save
 from tqdm import tqdm
 
-from jaxkp import checkpoint, data, metrics
-from jaxkp.inference import FaceDetector, nearest_face_boxes
+from jaxkp import checkpoint, data, geometry, metrics
+from jaxkp.detect import TRAINING_SOURCES, FaceDetector, nearest_face_boxes
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS, create_model
 from train.config import Config, DataSource
 from train.plot import write_loss_curve
@@ -250,7 +250,7 @@ def make_mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int, framing: str = "whole",
+def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int, framing: str = "whole-image",
              crop: tuple[float, float, float, float] | None = None, markup_offset: np.ndarray | None = None,
              ) -> tuple[dict[str, float], np.ndarray]:
     """Validation metrics (MSE in normalised units, NME etc. in pixels) and pixel predictions;
@@ -261,9 +261,9 @@ def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int, framing: 
         normalised = trainer.predict(batch.images)[:valid]
         squared_errors.append(np.mean((normalised - batch.keypoints[:valid]) ** 2, axis=(1, 2)))
         for points, matrix in zip(normalised, batch.matrices[:valid]):
-            predicted.append(data.keypoints_to_image(points, matrix))
+            predicted.append(geometry.keypoints_to_image(points, matrix))
             if markup_offset is not None:
-                moved.append(data.keypoints_to_image(points + markup_offset, matrix))
+                moved.append(geometry.keypoints_to_image(points + markup_offset, matrix))
     predicted = np.stack(predicted)
     summary = {"val_loss": float(np.concatenate(squared_errors).mean()), **metrics.summarize(predicted, dataset.keypoints)}
     if moved:
@@ -277,9 +277,10 @@ def epoch_batches(config: Config, dataset: data.Dataset, rng: np.random.Generato
     """One epoch of training batches: the reference's random crop, or the recipe's
     augmentation (`sharding`: this process's shard and the workers' map, see
     data.shuffled_batches)."""
-    if config.augmentation is None:
+    if config.framing == "whole-image":
         return data.train_batches(dataset, config.batch_size, rng, config.crop_min_fraction, **sharding)
-    return data.augmented_batches(dataset, config.batch_size, rng, config.augmentation, config.crop, **sharding)
+    return data.augmented_batches(dataset, config.batch_size, rng, config.augmentation or data.Augmentation(),
+                                  config.crop, **sharding)
 
 
 def read_metrics(workdir: Path, up_to_epoch: int) -> list[dict[str, Any]]:
@@ -312,9 +313,9 @@ def load_sources(config: Config, data_dirs: list[Path]) -> tuple[list[DataSource
     for source in sources:
         dataset = data.load_dataset(by_name[source.name], "training", limit=config.max_images)
         train_idx, val_idx = data.split_by_person(dataset.names, config.val_fraction, config.seed, source.holdout)
-        if config.haar_boxes and config.augmentation is not None:
+        if config.framing == "haar-box":
             start = time.perf_counter()
-            dataset.face_boxes = nearest_face_boxes(FaceDetector(), dataset.images, dataset.keypoints)
+            dataset.face_boxes = nearest_face_boxes(FaceDetector(TRAINING_SOURCES), dataset.images, dataset.keypoints)
             log(f"{source.name}: Haar boxes on {np.isfinite(dataset.face_boxes[:, 0]).mean():.1%} of the images "
                 f"in {time.perf_counter() - start:.0f} s; the rest are framed from their keypoints")
         log(f"{source.name}: {len(train_idx)} training / {len(val_idx)} validation images, held out by {source.holdout}")
@@ -384,8 +385,6 @@ def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str],
 
     steps = len(epoch_subset(train_set, sources, np.random.default_rng(0))) // config.batch_size
     trainer = Trainer(config, make_mesh(), steps, num_sources=len(sources))
-    # The improved recipe frames faces as the detector does; validate the same way.
-    framing = "whole" if config.augmentation is None else "detector"
     start_epoch = 0
     state_path = workdir / TRAIN_STATE_FILE
     if state_path.exists():
@@ -429,7 +428,7 @@ def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str],
         record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": round(train_seconds, 2),
                   "images_per_second": round(steps * config.batch_size / train_seconds, 1)}
         if len(val_set):
-            record.update(evaluate_sources(trainer, val_set, sources, eval_batch_size, framing, config.crop))
+            record.update(evaluate_sources(trainer, val_set, sources, eval_batch_size, config.framing, config.crop))
         records.append(record)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         if process_index == 0:

@@ -1,0 +1,253 @@
+"""Face finding: OpenCV's Haar cascades propose boxes, merged into one per face.
+
+A proposal source is one cascade run one way: the frontal cascades on the
+photo, the profile cascade on the photo and on its mirror (it knows one side
+only), and a frontal cascade on the photo turned by a few degrees (it knows
+upright faces only). Each source places its box differently on a face, so each
+box is first moved into the frontal-default cascade's framing (the one the
+networks' crops are measured against), from each source's median placement
+measured on the training faces (`python -m train.framing`). Boxes of
+several sources on one face are then merged into one, and a face found on a
+turned photo keeps its angle so the network is shown it upright.
+
+The detector proposes; it does not judge. False proposals (shirts, knees,
+rocks) are dropped later by the keypoint network's face score
+(jaxkp.inference).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from jaxkp.geometry import DETECTOR_BOX_MEDIAN, apply_affine, detector_box
+
+# Detection runs on a copy of at most this many pixels (its cost grows with the
+# area); boxes map back. An area budget rather than a longest side keeps faces in
+# a long strip (a panorama) large enough to find.
+DETECTION_MAX_PIXELS = 1024 * 1024
+HAAR_SCALE_FACTOR = 1.1
+
+
+@dataclass(frozen=True)
+class ProposalSource:
+    """One way of running one cascade.
+
+    `placement` is where its box sits on a face, in units of the face's keypoint
+    bounding box (left, top, width, height; medians from train.framing), so its
+    boxes can be moved into the frontal-default framing.
+    """
+
+    name: str
+    cascade: str  # file name in OpenCV's haarcascades folder
+    placement: tuple[float, float, float, float]
+    mirrored: bool = False  # run on the mirrored photo (the profile cascade knows one side)
+    angle: float = 0.0  # degrees the photo is turned (counter-clockwise) before the cascade runs
+    min_neighbors: int = 5
+    scale_factor: float = HAAR_SCALE_FACTOR
+    # Runs on the detection copy shrunk to this share of its side (a quarter of the
+    # cost at 0.5; it then finds faces of 48 px and more, not 24).
+    resolution: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mirrored and self.angle:
+            raise ValueError("a source either mirrors the photo or turns it, not both")
+
+
+FRONTAL_PLACEMENT = tuple(float(v) for v in DETECTOR_BOX_MEDIAN)
+# Medians measured by `python -m train.framing --every 3` on both training sets (1713
+# faces; the frontal cascade's came out at (-0.096, -0.288, 1.162, 1.2), as before).
+ALT2_PLACEMENT = (-0.075, -0.276, 1.132, 1.169)
+PROFILE_PLACEMENT = (-0.047, -0.385, 1.303, 1.35)
+PROFILE_MIRRORED_PLACEMENT = (-0.269, -0.39, 1.3, 1.358)
+
+# Every source asks for 3 neighbours, not OpenCV's customary 5: the face score, not
+# the cascade, is what rejects false boxes, so the cascades may propose more.
+# Turned and profile sources run at half resolution: a quarter of the cost.
+SOURCES: dict[str, ProposalSource] = {
+    source.name: source for source in (
+        ProposalSource("frontal", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, min_neighbors=3),
+        ProposalSource("frontal-alt2", "haarcascade_frontalface_alt2.xml", ALT2_PLACEMENT, min_neighbors=3),
+        ProposalSource("frontal-turned+25", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, angle=25.0,
+                       min_neighbors=3, resolution=0.5),
+        ProposalSource("frontal-turned-25", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, angle=-25.0,
+                       min_neighbors=3, resolution=0.5),
+        ProposalSource("profile", "haarcascade_profileface.xml", PROFILE_PLACEMENT, min_neighbors=3, resolution=0.5),
+        ProposalSource("profile-mirrored", "haarcascade_profileface.xml", PROFILE_MIRRORED_PLACEMENT, mirrored=True,
+                       min_neighbors=3, resolution=0.5),
+    )
+}
+# The source whose boxes frame the "haar-box" recipes' training faces (the frontal
+# framing every other source is moved into).
+TRAINING_SOURCES = ("frontal",)
+# What a detector runs unless told otherwise: what paid for its cost on 2 cores
+# (README, "Finding faces"); THOROUGH_SOURCES find a few more faces at twice the cost.
+DEFAULT_SOURCES = ("frontal", "frontal-turned+25", "frontal-turned-25")
+THOROUGH_SOURCES = tuple(SOURCES)
+
+
+@dataclass
+class Faces:
+    """Face boxes in the frontal-default framing, in photo pixels, one row per face."""
+
+    boxes: np.ndarray  # (N, 4) x, y, w, h
+    angles: np.ndarray  # (N,) degrees the face is turned in the photo (counter-clockwise)
+    sources: np.ndarray  # (N,) index in the detector's `sources` of the box kept
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def take(self, indices: np.ndarray | list[int]) -> Faces:
+        indices = np.asarray(indices, int)
+        return Faces(self.boxes[indices], self.angles[indices], self.sources[indices])
+
+    @staticmethod
+    def empty() -> Faces:
+        return Faces(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))
+
+    @staticmethod
+    def concatenate(parts: list[Faces]) -> Faces:
+        if not parts:
+            return Faces.empty()
+        return Faces(np.concatenate([p.boxes for p in parts]), np.concatenate([p.angles for p in parts]),
+                     np.concatenate([p.sources for p in parts]))
+
+
+def to_frontal_framing(boxes: np.ndarray, placement: tuple[float, float, float, float]) -> np.ndarray:
+    """Boxes (N, 4) a source placed at `placement` -> where the frontal-default cascade
+    would place its box on the same faces (through the implied keypoint box)."""
+    left, top, width, height = placement
+    key_w, key_h = boxes[:, 2] / width, boxes[:, 3] / height
+    key_x, key_y = boxes[:, 0] - left * key_w, boxes[:, 1] - top * key_h
+    corners = np.stack([np.stack([key_x, key_y], 1), np.stack([key_x + key_w, key_y + key_h], 1)], 1)
+    return np.array([detector_box(c, DETECTOR_BOX_MEDIAN) for c in corners]).reshape(-1, 4)
+
+
+def overlap(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of `box` (4,) with each of `boxes` (N, 4), all x, y, w, h."""
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[0] + box[2], boxes[:, 0] + boxes[:, 2])
+    y2 = np.minimum(box[1] + box[3], boxes[:, 1] + boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return inter / (box[2] * box[3] + boxes[:, 2] * boxes[:, 3] - inter)
+
+
+# Boxes of two sources that overlap this much are one face.
+MERGE_OVERLAP = 0.3
+
+
+def merge(faces: Faces, min_overlap: float = MERGE_OVERLAP) -> Faces:
+    """One box per face: proposals are taken in order (the detector's source order,
+    then larger first) and each absorbs the later ones that overlap it."""
+    order = np.lexsort((-(faces.boxes[:, 2] * faces.boxes[:, 3]), faces.sources))
+    kept, absorbed = [], np.zeros(len(faces), bool)
+    for position, index in enumerate(order):
+        if absorbed[index]:
+            continue
+        kept.append(index)
+        rest = order[position + 1:]
+        absorbed[rest[overlap(faces.boxes[index], faces.boxes[rest]) > min_overlap]] = True
+    return faces.take(kept)
+
+
+class FaceDetector:
+    """Haar cascades on a downscaled copy of large photos, one box per face."""
+
+    def __init__(self, sources: tuple[str, ...] = DEFAULT_SOURCES, min_neighbors: int | None = None):
+        unknown = [name for name in sources if name not in SOURCES]
+        if unknown:
+            raise ValueError(f"unknown proposal source(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
+        self.sources = [SOURCES[name] for name in sources]
+        self.min_neighbors = min_neighbors
+        # A CascadeClassifier keeps per-image scale data, so two threads (the app runs
+        # two requests at once) must not share one: each thread loads its own.
+        self._local = threading.local()
+        for source in self.sources:  # fail early on a missing file
+            self.cascade(source.cascade)
+
+    def cascade(self, name: str) -> cv2.CascadeClassifier:
+        """This thread's classifier for the cascade file `name`."""
+        cascades = self._local.__dict__.setdefault("cascades", {})
+        if name not in cascades:
+            cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+            if cascade.empty():
+                raise RuntimeError(f"cannot load the Haar cascade {name}")
+            cascades[name] = cascade
+        return cascades[name]
+
+    def cascade_boxes(self, index: int, small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Source `index`'s own boxes on `small` (its placement; a mirrored source's mapped
+        back to the photo), and the matrix from the turned photo back to `small` (None
+        when the source does not turn it)."""
+        source = self.sources[index]
+        height, width = small.shape
+        image, back = small, None
+        if source.mirrored:
+            image = cv2.flip(small, 1)
+        if source.angle:
+            turn = cv2.getRotationMatrix2D((width / 2, height / 2), source.angle, 1.0)
+            image = cv2.warpAffine(image, turn, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            back = cv2.invertAffineTransform(turn)
+        min_side = max(24, min(small.shape) // 20)
+        found = self.cascade(source.cascade).detectMultiScale(
+            image, scaleFactor=source.scale_factor, minNeighbors=self.min_neighbors or source.min_neighbors,
+            minSize=(min_side, min_side))
+        boxes = np.asarray(found, np.float64).reshape(-1, 4)
+        if source.mirrored:
+            boxes[:, 0] = width - boxes[:, 0] - boxes[:, 2]
+        return boxes, back
+
+    def propose_from(self, index: int, small: np.ndarray) -> Faces:
+        """Source `index`'s boxes on `small`, in the frontal framing, in `small`'s pixels."""
+        source = self.sources[index]
+        shrunk = small if source.resolution == 1.0 else cv2.resize(
+            small, None, fx=source.resolution, fy=source.resolution, interpolation=cv2.INTER_AREA)
+        boxes, back = self.cascade_boxes(index, shrunk)
+        boxes = to_frontal_framing(boxes, source.placement)
+        if back is not None:  # the box's centre back in the photo; its size does not change
+            centres = apply_affine(back, boxes[:, :2] + boxes[:, 2:] / 2)
+            boxes[:, :2] = centres - boxes[:, 2:] / 2
+        boxes *= np.tile([small.shape[1] / shrunk.shape[1], small.shape[0] / shrunk.shape[0]], 2)
+        return Faces(boxes, np.full(len(boxes), source.angle), np.full(len(boxes), index))
+
+    def propose(self, gray: np.ndarray) -> Faces:
+        """Every source's boxes, unmerged, in `gray`'s pixels (for measuring the sources)."""
+        scale = min(1.0, math.sqrt(DETECTION_MAX_PIXELS / gray.size))
+        small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        faces = Faces.concatenate([self.propose_from(index, small) for index in range(len(self.sources))])
+        faces.boxes /= scale
+        return faces
+
+    def __call__(self, gray: np.ndarray, max_faces: int | None = None) -> Faces:
+        """One box per face in `gray`'s pixels, largest first (at most `max_faces`)."""
+        faces = merge(self.propose(gray))
+        order = np.argsort(-(faces.boxes[:, 2] * faces.boxes[:, 3]), kind="stable")
+        return faces.take(order[:max_faces])
+
+
+def holds(box: np.ndarray, points: np.ndarray) -> bool:
+    """Whether a box (x, y, w, h) holds the centre of a face's keypoints and is of its
+    size (a box elsewhere, on a shirt, or around a whole group, is not this face)."""
+    centre = points.mean(axis=0)
+    size = np.sqrt(np.prod(points.max(axis=0) - points.min(axis=0)))
+    inside = np.all(box[:2] <= centre) and np.all(centre <= box[:2] + box[2:])
+    return bool(inside and 0.5 <= np.sqrt(box[2] * box[3]) / max(size, 1e-6) <= 2.5)
+
+
+def nearest_face_boxes(detector: FaceDetector, images: list[np.ndarray], keypoints: np.ndarray) -> np.ndarray:
+    """For each labelled image, the box whose centre is nearest its keypoints' centre:
+    (N, 4), NaN where no box is this face (see `holds`)."""
+    nearest = np.full((len(images), 4), np.nan)
+    for index, (image, points) in enumerate(zip(images, keypoints)):
+        boxes = detector(image).boxes
+        if len(boxes):
+            centre = points.mean(axis=0)
+            box = boxes[np.argmin(np.linalg.norm(boxes[:, :2] + boxes[:, 2:] / 2 - centre, axis=1))]
+            if holds(box, points):
+                nearest[index] = box
+    return nearest
