@@ -1,12 +1,13 @@
 """Training throughput: the input pipeline alone, the bare jitted step, and the whole loop.
 
     python benchmarks/train_speed.py --data-dir ../shared/data/youtube-faces-keypoints \
-        [--config heatmap-haar] [--workers 1 2]
+        [--config heatmap-haar] [--workers 1 2] [--worker-kinds process thread]
 
 Prints images/s (median of repeats) for the recipe's batch size (or --batch-size)
-on every local device: the input pipeline alone for each worker count (threads
-that make a batch's examples), the bare step, and the whole loop with the
-largest worker count; and what a full run of the recipe would take at that rate.
+on every local device: the input pipeline alone for each worker count and kind
+(processes or threads that make a batch's examples; one worker is the calling
+thread), the bare step, and the whole loop with the largest worker count of the
+first kind; and what a full run of the recipe would take at that rate.
 Without --data-dir the figures use generated images of the data's median size.
 """
 
@@ -16,7 +17,6 @@ import argparse
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="input worker counts to time")
+    parser.add_argument("--worker-kinds", nargs="+", choices=["process", "thread"], default=["process", "thread"],
+                        help="kinds of input workers to time (the first also feeds the whole loop)")
     parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="default: the recipe's")
     args = parser.parse_args()
     config = CONFIGS[args.config]
@@ -57,15 +59,24 @@ def main() -> None:
     trainer.step(batch.images, batch.keypoints).block_until_ready()  # compile
 
     pipeline = {}
-    for workers in args.workers:
-        with ThreadPoolExecutor(workers) as pool:
-            rates = []
-            for repeat in range(args.repeats):
-                start = time.perf_counter()
-                count = sum(len(b.images) for b in epoch_batches(config, dataset, np.random.default_rng(repeat),
-                                                                 map_fn=pool.map if workers > 1 else map))
-                rates.append(count / (time.perf_counter() - start))
-        pipeline[workers] = statistics.median(rates)
+    for kind in args.worker_kinds:
+        for count in args.workers:
+            if count == 1 and kind != args.worker_kinds[0]:
+                continue  # one worker is the calling thread, whatever the kind
+            workers = data.input_workers(dataset, count, kind)
+            try:
+                if workers:  # start-up (spawning, shared memory) is paid once per run, not per epoch
+                    list(epoch_batches(config, dataset, np.random.default_rng(99), workers=workers))
+                rates = []
+                for repeat in range(args.repeats):
+                    start = time.perf_counter()
+                    count_made = sum(len(b.images) for b in epoch_batches(
+                        config, dataset, np.random.default_rng(repeat), workers=workers))
+                    rates.append(count_made / (time.perf_counter() - start))
+            finally:
+                if workers:
+                    workers.close()
+            pipeline[(count if count > 1 else 1, kind if count > 1 else "in-thread")] = statistics.median(rates)
 
     bare = []
     for _ in range(args.repeats):
@@ -76,10 +87,10 @@ def main() -> None:
         bare.append(args.steps * args.batch_size / (time.perf_counter() - start))
 
     loop = []
-    pool = ThreadPoolExecutor(max(args.workers))
+    workers = data.input_workers(dataset, max(args.workers), args.worker_kinds[0])
     for repeat in range(args.repeats):
         start = time.perf_counter()
-        batches = data.prefetch(epoch_batches(config, dataset, np.random.default_rng(repeat), map_fn=pool.map))
+        batches = data.prefetch(epoch_batches(config, dataset, np.random.default_rng(repeat), workers=workers))
         steps = 0
         for batch in batches:
             loss = trainer.step(batch.images, batch.keypoints)
@@ -90,10 +101,13 @@ def main() -> None:
     devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
     print(f"recipe {args.config} ({config.network} network, {config.compute_dtype}); devices: {devices}; "
           f"batch {args.batch_size}")
-    for workers, rate in pipeline.items():
-        print(f"input pipeline alone, {workers} worker(s): {rate:.0f} images/s (median of {args.repeats})")
+    if workers:
+        workers.close()
+    for (count, kind), rate in pipeline.items():
+        print(f"input pipeline alone, {count} worker(s), {kind}: {rate:.0f} images/s (median of {args.repeats})")
     print(f"bare jitted step: {statistics.median(bare):.1f} images/s (median of {args.repeats})")
-    print(f"whole loop with input pipeline ({max(args.workers)} workers): {statistics.median(loop):.1f} images/s "
+    print(f"whole loop with input pipeline ({max(args.workers)} {args.worker_kinds[0]} workers): "
+          f"{statistics.median(loop):.1f} images/s "
           f"(median of {args.repeats})")
     epoch_images = 3100  # training images after the person-disjoint validation split
     minutes = config.epochs * epoch_images / statistics.median(loop) / 60

@@ -13,8 +13,12 @@ predictions back.
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import queue
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import shared_memory
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -265,7 +269,7 @@ def augmented_batches(
     crop: Region | None = None, **sharding: Any,
 ) -> Iterator[Batch]:
     """One epoch of shuffled batches under detector-style framing and `augmentation`
-    (`sharding`: shuffled_batches' shard and map_fn)."""
+    (`sharding`: shuffled_batches' shard, workers and indices)."""
     return shuffled_batches(dataset, batch_size, rng, partial(augmented_example, augmentation=augmentation, crop=crop),
                             **sharding)
 
@@ -301,41 +305,165 @@ def make_batch(dataset: Dataset, indices: np.ndarray, matrices: list[np.ndarray]
 
 
 EXAMPLES_PER_TASK = 8
+# A task: the examples to make, as (index in the dataset, seed of its generator).
+Task = list[tuple[int, int]]
+
+
+@dataclass
+class Examples:
+    """A task's examples, stacked: one array each, so a worker process sends a few
+    buffers, not a pickled object per example."""
+
+    images: np.ndarray  # (n, 224, 224) uint8
+    keypoints: np.ndarray  # (n, 68, 2) float32
+    matrices: np.ndarray  # (n, 2, 3)
+    sources: np.ndarray  # (n,) int32
+    flipped: np.ndarray  # (n,) bool
+
+
+def make_examples(make_example: Callable[[Dataset, int, np.random.Generator], Example], dataset: Dataset,
+                  task: Task) -> Examples:
+    made = [make_example(dataset, index, np.random.default_rng(seed)) for index, seed in task]
+    return Examples(np.stack([e.image for e in made]), np.stack([e.keypoints for e in made]).astype(np.float32),
+                    np.stack([e.matrix for e in made]), np.array([e.source for e in made], np.int32),
+                    np.array([e.flipped for e in made]))
+
+
+def in_order(submit: Callable[[Task], Callable[[], Examples]], tasks: Iterator[Task], window: int
+             ) -> Iterator[Examples]:
+    """Results of `tasks` in order (`submit` starts one and returns what waits for its
+    result), with at most `window` started and not yet taken: the workers run ahead of
+    the consumer (the next batch is made while this one trains) without making a whole
+    epoch in memory."""
+    pending: deque[Callable[[], Examples]] = deque()
+    for task in tasks:
+        pending.append(submit(task))
+        if len(pending) >= window:
+            yield pending.popleft()()
+    while pending:
+        yield pending.popleft()()
+
+
+class ThreadWorkers:
+    """Examples made on threads of this process (OpenCV's warps release the GIL, Python's
+    per-example work does not: two threads barely beat one on augmented recipes)."""
+
+    def __init__(self, count: int):
+        self.pool = ThreadPoolExecutor(count)
+        self.window = 4 * count
+
+    def run(self, make_example: Callable, dataset: Dataset, tasks: Iterator[Task]) -> Iterator[Examples]:
+        return in_order(lambda task: self.pool.submit(make_examples, make_example, dataset, task).result, tasks,
+                        self.window)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+_WORKER_DATASET: Dataset | None = None  # a worker process's view of the shared dataset
+
+
+def _attach(memory_name: str, shapes: list[tuple[int, int]], offsets: list[int], names: list[str],
+            keypoints: np.ndarray, face_boxes: np.ndarray | None, sources: np.ndarray | None) -> None:
+    """Worker initialiser: the dataset, its images read in place from the shared memory."""
+    global _WORKER_DATASET
+    # Spawned workers share the parent's resource tracker, so attaching registers
+    # nothing new; the parent unlinks the block when it closes the workers.
+    memory = shared_memory.SharedMemory(name=memory_name)
+    images = [np.ndarray(shape, np.uint8, buffer=memory.buf, offset=offset) for shape, offset in zip(shapes, offsets)]
+    _WORKER_DATASET = Dataset(names, images, keypoints, face_boxes, sources)
+    _WORKER_DATASET._memory = memory  # type: ignore[attr-defined]  # kept open while the views live
+
+
+def _make_in_worker(make_example: Callable, task: Task) -> Examples:
+    assert _WORKER_DATASET is not None, "worker started without its dataset"
+    return make_examples(make_example, _WORKER_DATASET, task)
+
+
+class ProcessWorkers:
+    """Examples made by worker processes, which scale with cores where threads do not.
+
+    The dataset's images are copied once into one block of shared memory that every
+    worker maps (no copy per worker, none per task); a task carries only indices and
+    seeds, and a task's examples come back as a few stacked arrays. Workers are
+    spawned, not forked (forking a process that runs JAX's threads can deadlock),
+    so, as with any spawning pool, a script that makes them must guard its entry
+    point with `if __name__ == "__main__":`.
+    """
+
+    def __init__(self, dataset: Dataset, count: int):
+        self.dataset = dataset
+        sizes = [image.size for image in dataset.images]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+        self.memory = shared_memory.SharedMemory(create=True, size=max(1, int(sum(sizes))))
+        for image, offset in zip(dataset.images, offsets):
+            np.ndarray(image.shape, np.uint8, buffer=self.memory.buf, offset=offset)[:] = image
+        self.window = 4 * count
+        context = multiprocessing.get_context("spawn")
+        self.pool = context.Pool(count, initializer=_attach, initargs=(
+            self.memory.name, [image.shape for image in dataset.images], offsets, dataset.names,
+            dataset.keypoints, dataset.face_boxes, dataset.sources))
+
+    def run(self, make_example: Callable, dataset: Dataset, tasks: Iterator[Task]) -> Iterator[Examples]:
+        if dataset is not self.dataset:
+            raise ValueError("process workers hold one dataset; pass it, and choose examples by `indices`")
+        return in_order(lambda task: self.pool.apply_async(_make_in_worker, (make_example, task)).get, tasks,
+                        self.window)
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+        self.memory.close()
+        self.memory.unlink()
+
+
+Workers = ThreadWorkers | ProcessWorkers
+
+
+def input_workers(dataset: Dataset, count: int, kind: str = "process") -> Workers | None:
+    """`count` workers of `kind` ("process" or "thread") for `dataset`; None (make examples
+    in the calling thread) for a count of 1 or less."""
+    if count <= 1:
+        return None
+    if kind not in ("process", "thread"):
+        raise ValueError(f"unknown worker kind {kind!r}; choose process or thread")
+    return ProcessWorkers(dataset, count) if kind == "process" else ThreadWorkers(count)
 
 
 def shuffled_batches(
     dataset: Dataset, batch_size: int, rng: np.random.Generator,
     make_example: Callable[[Dataset, int, np.random.Generator], Example],
-    shard: tuple[int, int] = (0, 1), map_fn: Callable = map,
+    shard: tuple[int, int] = (0, 1), workers: Workers | None = None, indices: np.ndarray | None = None,
 ) -> Iterator[Batch]:
     """One epoch of shuffled global batches of `batch_size`, the last partial one dropped.
 
+    `indices`: the examples of the epoch (an example may repeat); default every one.
     Yields only shard (index, count)'s rows of each global batch, so each process
     makes only its share. Every example has its own generator, seeded from `rng`
     by its place in the epoch, so the data are the same whatever the number of
-    processes or of workers that `map_fn` (e.g. a thread pool's map; OpenCV
-    releases the GIL) spreads the examples over.
+    processes, or of `workers` (threads or processes) that make the examples.
     """
     shard_index, shard_count = shard
     if batch_size % shard_count:
         raise ValueError(f"batch size {batch_size} does not split into {shard_count} shards")
     local = batch_size // shard_count
-    order = rng.permutation(len(dataset))
+    indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
+    order = indices[rng.permutation(len(indices))]
     seeds = rng.integers(0, 2**63, size=len(order))
 
-    def examples_at(positions: range) -> list[Example]:
-        return [make_example(dataset, int(order[p]), np.random.default_rng(seeds[p])) for p in positions]
-
-    for start in range(0, len(order) - batch_size + 1, batch_size):
-        first = start + shard_index * local
-        # Workers take chunks of examples: one task per example costs more than it gains.
-        chunks = [range(p, min(p + EXAMPLES_PER_TASK, first + local))
-                  for p in range(first, first + local, EXAMPLES_PER_TASK)]
-        examples = [example for chunk in map_fn(examples_at, chunks) for example in chunk]
-        yield Batch(np.stack([e.image for e in examples])[..., None],
-                    np.stack([e.keypoints for e in examples]).astype(np.float32),
-                    np.stack([e.matrix for e in examples]), np.array([e.source for e in examples], np.int32),
-                    np.array([e.flipped for e in examples]))
+    starts = range(0, len(order) - batch_size + 1, batch_size)
+    # Workers take chunks of examples: one task per example costs more than it gains.
+    batch_tasks = [[[(int(order[p]), int(seeds[p])) for p in range(chunk, min(chunk + EXAMPLES_PER_TASK, first + local))]
+                    for chunk in range(first, first + local, EXAMPLES_PER_TASK)]
+                   for first in (start + shard_index * local for start in starts)]
+    tasks = (task for tasks in batch_tasks for task in tasks)
+    made = workers.run(make_example, dataset, tasks) if workers else (
+        make_examples(make_example, dataset, task) for task in tasks)
+    for tasks_of_batch in batch_tasks:
+        chunks = [next(made) for _ in tasks_of_batch]
+        yield Batch(np.concatenate([c.images for c in chunks])[..., None], np.concatenate([c.keypoints for c in chunks]),
+                    np.concatenate([c.matrices for c in chunks]), np.concatenate([c.sources for c in chunks]),
+                    np.concatenate([c.flipped for c in chunks]))
 
 
 def cropped_example(dataset: Dataset, index: int, rng: np.random.Generator, crop_min_fraction: float) -> Example:
@@ -350,7 +478,7 @@ def train_batches(
     dataset: Dataset, batch_size: int, rng: np.random.Generator, crop_min_fraction: float, **sharding: Any,
 ) -> Iterator[Batch]:
     """One epoch of shuffled, randomly cropped batches; the last partial batch is dropped
-    (`sharding`: shuffled_batches' shard and map_fn)."""
+    (`sharding`: shuffled_batches' shard, workers and indices)."""
     return shuffled_batches(dataset, batch_size, rng, partial(cropped_example, crop_min_fraction=crop_min_fraction),
                             **sharding)
 

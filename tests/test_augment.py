@@ -114,3 +114,38 @@ def test_augmented_batches_shapes(synthetic_data_dir):
     batches = list(data.augmented_batches(dataset, 8, np.random.default_rng(0), augmentation))
     assert len(batches) == 3 and batches[0].images.shape == (8, 224, 224, 1)
     assert np.all(np.isfinite(batches[0].keypoints))
+
+
+def test_batches_are_the_same_whatever_makes_the_examples(synthetic_data_dir):
+    """Per-example generators: worker processes and threads make the very batches the
+    calling thread makes, for an epoch that repeats and skips examples."""
+    from multiprocessing import shared_memory
+
+    dataset = data.load_dataset(synthetic_data_dir, limit=20)
+    augmentation = data.Augmentation(flip=True, max_rotation_degrees=15, framing_jitter=1, brightness=0.2,
+                                     contrast=0.2, blur=0.5, jpeg=0.5, occlusion=0.5)
+    indices = np.array([0, 1, 1, 2, 3, 5, 5, 7, 8, 9, 11, 12, 13, 13, 14, 15, 17, 18, 19, 19])
+
+    def epoch(workers):
+        return list(data.augmented_batches(dataset, 8, np.random.default_rng(4), augmentation, workers=workers,
+                                           indices=indices, shard=(1, 2)))
+
+    expected = epoch(None)
+    assert len(expected) == 2 and expected[0].images.shape == (4, 224, 224, 1)
+    for kind in ("thread", "process"):
+        workers = data.input_workers(dataset, 2, kind)
+        try:
+            made = epoch(workers)
+            if kind == "process":
+                with pytest.raises(ValueError, match="one dataset"):
+                    next(data.augmented_batches(dataset.subset(np.arange(8)), 8, np.random.default_rng(0),
+                                                augmentation, workers=workers))
+        finally:
+            workers.close()
+        for got, want in zip(made, expected, strict=True):
+            np.testing.assert_array_equal(got.images, want.images)
+            np.testing.assert_array_equal(got.keypoints, want.keypoints)
+            np.testing.assert_array_equal(got.flipped, want.flipped)
+        if kind == "process":  # the shared block is gone after close
+            with pytest.raises(FileNotFoundError):
+                shared_memory.SharedMemory(name=workers.memory.name)

@@ -24,7 +24,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--push-to-hub", metavar="USER/NAME", help="after training, publish the run to this Hub repo")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo as private")
     parser.add_argument("--input-workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="threads that make each batch (default: up to 4, one per core)")
+                        help="workers that make each batch (default: up to 4, one per core)")
+    parser.add_argument("--input-worker-kind", choices=["process", "thread"], default="process",
+                        help="processes (default: they scale with cores) or threads")
     multi = parser.add_argument_group(
         "several processes (one per host or per GPU), through JAX's own runtime; each flag falls back to "
         "its environment variable, and with --distributed alone a cluster launcher's (SLURM, Open MPI, "
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     from train.train import TrainingError, train_and_evaluate
 
     try:
-        records = train_and_evaluate(config, args.data_dir, workdir, args.input_workers)
+        records = train_and_evaluate(config, args.data_dir, workdir, args.input_workers,
+                                     args.input_worker_kind)
     except (DataError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

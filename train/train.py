@@ -10,7 +10,6 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -324,9 +323,9 @@ def load_sources(config: Config, data_dirs: list[Path]) -> tuple[list[DataSource
     return sources, data.Dataset.concatenate(train_parts), data.Dataset.concatenate(val_parts)
 
 
-def epoch_subset(dataset: data.Dataset, sources: list[DataSource], rng: np.random.Generator) -> data.Dataset:
-    """The examples of one epoch: each data set's drawn `sampling_weight` times (a
-    fraction draws that share of it at random)."""
+def epoch_subset(dataset: data.Dataset, sources: list[DataSource], rng: np.random.Generator) -> np.ndarray:
+    """The examples (indices into `dataset`) of one epoch: each data set's drawn
+    `sampling_weight` times (a fraction draws that share of it at random)."""
     ids = dataset.source_ids()
     chosen = []
     for index, source in enumerate(sources):
@@ -335,8 +334,7 @@ def epoch_subset(dataset: data.Dataset, sources: list[DataSource], rng: np.rando
         chosen += [members] * int(whole)
         if fraction:
             chosen.append(rng.permutation(members)[: int(round(fraction * len(members)))])
-    indices = np.concatenate(chosen)
-    return dataset if len(indices) == len(dataset) and (indices == np.arange(len(dataset))).all() else dataset.subset(indices)
+    return np.concatenate(chosen)
 
 
 def evaluate_sources(trainer: Trainer, val_set: data.Dataset, sources: list[DataSource], batch_size: int,
@@ -361,14 +359,14 @@ def evaluate_sources(trainer: Trainer, val_set: data.Dataset, sources: list[Data
 
 
 def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str], workdir: Path | str,
-                       input_workers: int = 1) -> list[dict[str, Any]]:
+                       input_workers: int = 1, worker_kind: str = "process") -> list[dict[str, Any]]:
     """Trains `config` on the data in `data_dirs`, resuming from `workdir` if a run is there.
 
     After each epoch the workdir gets model.safetensors + config.json (the
     export), train_state.safetensors (to resume), metrics.jsonl and
     loss_curve.png. Returns the per-epoch metric records. Each process makes only
-    its share of every global batch, over `input_workers` threads; only process 0
-    writes the workdir.
+    its share of every global batch, over `input_workers` workers (processes, or
+    threads: `worker_kind`); only process 0 writes the workdir.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -399,12 +397,25 @@ def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str],
     records = read_metrics(workdir, start_epoch)
 
     process_index, process_count = jax.process_index(), jax.process_count()
-    workers = ThreadPoolExecutor(input_workers) if input_workers > 1 else None
-    sharding = {"shard": (process_index, process_count), "map_fn": workers.map if workers else map}
+    workers = data.input_workers(train_set, input_workers, worker_kind)
+    try:
+        return run_epochs(config, trainer, train_set, val_set, sources, workdir, start_epoch, records, steps,
+                          eval_batch_size, {"shard": (process_index, process_count), "workers": workers})
+    finally:
+        if workers:
+            workers.close()
+
+
+def run_epochs(config: Config, trainer: Trainer, train_set: data.Dataset, val_set: data.Dataset,
+               sources: list[DataSource], workdir: Path, start_epoch: int, records: list[dict[str, Any]], steps: int,
+               eval_batch_size: int, sharding: dict[str, Any]) -> list[dict[str, Any]]:
+    """The epochs after `start_epoch`: train, validate, save (process 0); returns all records."""
+    process_index = jax.process_index()
     for epoch in range(start_epoch + 1, config.epochs + 1):
         # A fresh generator per epoch makes the data order independent of resumes.
         rng = np.random.default_rng([config.seed, epoch])
-        batches = data.prefetch(epoch_batches(config, epoch_subset(train_set, sources, rng), rng, **sharding))
+        indices = epoch_subset(train_set, sources, rng)
+        batches = data.prefetch(epoch_batches(config, train_set, rng, indices=indices, **sharding))
         losses = []
         start = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="step", file=sys.stderr,
@@ -433,8 +444,6 @@ def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str],
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         if process_index == 0:
             save_epoch(trainer, config, workdir, epoch, records, sources)
-    if workers:
-        workers.shutdown()
     return records
 
 
