@@ -139,10 +139,10 @@ def test_turned_and_mirrored_faces_are_found_with_their_points(pipeline, astrona
     assert len(upright.faces) == 1
     for degrees in (25.0, -25.0):
         photo, turn = turned(astronaut_gray, degrees)
-        assert not len(FaceDetector(("frontal",))(photo))
+        expected = geometry.apply_affine(turn, upright.reading.keypoints[0])
+        assert not any(holds(box, expected) for box in FaceDetector(("frontal",))(photo).boxes)
         found = pipeline.find_faces(photo)
         assert len(found.faces) == 1
-        expected = geometry.apply_affine(turn, upright.reading.keypoints[0])
         interocular = np.linalg.norm(expected[36] - expected[45])
         assert np.linalg.norm(found.reading.keypoints[0] - expected, axis=1).mean() < 0.1 * interocular
     mirrored = np.ascontiguousarray(astronaut_gray[:, ::-1])
