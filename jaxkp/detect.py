@@ -69,9 +69,12 @@ PROFILE_MIRRORED_PLACEMENT = (-0.269, -0.39, 1.3, 1.358)
 # the cascade, is what rejects false boxes, so the cascades may propose more (on the
 # composites, 2 instead of 3 lifts the default sources' recall from 0.913 to 0.944 at
 # the same cost). Turned and profile sources run at half resolution: a quarter of the cost.
+# The frontal cascade steps its scale by 1.15, not 1.1: a fifth less time for 0.009 of
+# recall on the composites, which keeps a one-face request under 60 ms on 2 cores.
 SOURCES: dict[str, ProposalSource] = {
     source.name: source for source in (
-        ProposalSource("frontal", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, min_neighbors=2),
+        ProposalSource("frontal", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, min_neighbors=2,
+                       scale_factor=1.15),
         ProposalSource("frontal-alt2", "haarcascade_frontalface_alt2.xml", ALT2_PLACEMENT, min_neighbors=3),
         ProposalSource("frontal-turned+25", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, angle=25.0,
                        min_neighbors=2, resolution=0.5),

@@ -3,6 +3,8 @@ the framing geometry, and the face-finding evaluation on composites."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -92,11 +94,13 @@ def test_a_mirrored_source_maps_its_boxes_back_exactly(astronaut_gray):
 
 
 def test_a_turned_source_maps_its_boxes_back_exactly(astronaut_gray):
-    """The turned source (half resolution) finds the leaning face where the frontal
-    cascade finds it on the same half-size photo turned upright: box centres map back
-    through the turn exactly, the box keeps its size and the face its angle."""
-    detector = FaceDetector(("frontal", "frontal-turned+25"))
+    """The turned source (half resolution) finds the leaning face where its upright twin
+    (same cascade and settings, no turn) finds it on the half-size photo turned upright:
+    box centres map back through the turn exactly, the box keeps its size and the face
+    its angle."""
+    detector = FaceDetector(("frontal-turned+25", "frontal-turned+25"))
     assert detector.sources[1].resolution == 0.5
+    detector.sources[0] = dataclasses.replace(detector.sources[1], angle=0.0, resolution=1.0)
     photo, _ = turned(astronaut_gray, -25.0)  # the face now leans 25 degrees
     faces = detector.propose_from(1, photo)
     assert len(faces) == 1 and faces.angles[0] == 25.0

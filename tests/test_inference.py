@@ -11,6 +11,7 @@ from PIL import Image
 from jaxkp.examples import compose_faces
 from jaxkp import load_pipeline
 from jaxkp.detect import Faces, nearest_face_boxes
+from jaxkp import geometry
 from jaxkp.geometry import TRAINING_IMAGE_CROP
 from jaxkp.inference import BATCH_SIZES, ImageError, load_photo
 from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
@@ -43,9 +44,10 @@ def test_result_format_and_keypoints_on_the_face(pipeline):
 
 def test_the_network_sees_the_crop_its_config_names(pipeline):
     gray = cv2.cvtColor(load_photo(ASTRONAUT), cv2.COLOR_RGB2GRAY)
-    faces = pipeline.detector(gray)
+    faces = pipeline.find_faces(gray).faces
     assert pipeline.model.crop == tuple(pipeline.model.config.get("crop", TRAINING_IMAGE_CROP))
-    expected = pipeline.model.read_faces(gray, faces.boxes[:1], faces.angles[:1]).keypoints[0]
+    matrix = geometry.box_framing_matrix(faces.boxes[0], pipeline.model.crop, faces.angles[0])
+    expected = geometry.keypoints_to_image(pipeline.model(geometry.warp_to_input(gray, matrix)[None])[0], matrix)
     np.testing.assert_allclose(pipeline(ASTRONAUT)["faces"][0]["keypoints"], expected, atol=0.006)
 
 
