@@ -360,19 +360,21 @@ class ThreadWorkers:
         self.pool.shutdown()
 
 
-_WORKER_DATASET: Dataset | None = None  # a worker process's view of the shared dataset
+# A worker process's view of the shared dataset, and the block its images live in.
+_WORKER_DATASET: Dataset | None = None
+_WORKER_MEMORY: shared_memory.SharedMemory | None = None
 
 
 def _attach(memory_name: str, shapes: list[tuple[int, int]], offsets: list[int], names: list[str],
             keypoints: np.ndarray, face_boxes: np.ndarray | None, sources: np.ndarray | None) -> None:
     """Worker initialiser: the dataset, its images read in place from the shared memory."""
-    global _WORKER_DATASET
+    global _WORKER_DATASET, _WORKER_MEMORY
     # Spawned workers share the parent's resource tracker, so attaching registers
     # nothing new; the parent unlinks the block when it closes the workers.
-    memory = shared_memory.SharedMemory(name=memory_name)
-    images = [np.ndarray(shape, np.uint8, buffer=memory.buf, offset=offset) for shape, offset in zip(shapes, offsets)]
+    _WORKER_MEMORY = shared_memory.SharedMemory(name=memory_name)
+    images = [np.ndarray(shape, np.uint8, buffer=_WORKER_MEMORY.buf, offset=offset)
+              for shape, offset in zip(shapes, offsets)]
     _WORKER_DATASET = Dataset(names, images, keypoints, face_boxes, sources)
-    _WORKER_DATASET._memory = memory  # type: ignore[attr-defined]  # kept open while the views live
 
 
 def _make_in_worker(make_example: Callable, task: Task) -> Examples:

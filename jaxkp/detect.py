@@ -18,7 +18,9 @@ rocks) are dropped later by the keypoint network's face score
 from __future__ import annotations
 
 import math
-import threading
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -168,21 +170,30 @@ class FaceDetector:
             raise ValueError(f"unknown proposal source(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
         self.sources = [SOURCES[name] for name in sources]
         self.min_neighbors = min_neighbors
-        # A CascadeClassifier keeps per-image scale data, so two threads (the app runs
-        # two requests at once) must not share one: each thread loads its own.
-        self._local = threading.local()
-        for source in self.sources:  # fail early on a missing file
-            self.cascade(source.cascade)
+        # A CascadeClassifier keeps per-image scale data, so two requests at once (the
+        # app runs two) must not share one: each call borrows a set of classifiers from
+        # this free list and returns it, so there are as many sets as concurrent calls.
+        self._idle: queue.SimpleQueue[dict[str, cv2.CascadeClassifier]] = queue.SimpleQueue()
+        self._idle.put(self._load())  # fails early on a missing file
 
-    def cascade(self, name: str) -> cv2.CascadeClassifier:
-        """This thread's classifier for the cascade file `name`."""
-        cascades = self._local.__dict__.setdefault("cascades", {})
-        if name not in cascades:
-            cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
-            if cascade.empty():
+    def _load(self) -> dict[str, cv2.CascadeClassifier]:
+        cascades = {}
+        for name in {source.cascade for source in self.sources}:
+            cascades[name] = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+            if cascades[name].empty():
                 raise RuntimeError(f"cannot load the Haar cascade {name}")
-            cascades[name] = cascade
-        return cascades[name]
+        return cascades
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[dict[str, cv2.CascadeClassifier]]:
+        try:
+            cascades = self._idle.get_nowait()
+        except queue.Empty:
+            cascades = self._load()
+        try:
+            yield cascades
+        finally:
+            self._idle.put(cascades)
 
     def cascade_boxes(self, index: int, small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Source `index`'s own boxes on `small` (its placement; a mirrored source's mapped
@@ -198,9 +209,10 @@ class FaceDetector:
             image = cv2.warpAffine(image, turn, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             back = cv2.invertAffineTransform(turn)
         min_side = max(24, min(small.shape) // 20)
-        found = self.cascade(source.cascade).detectMultiScale(
-            image, scaleFactor=source.scale_factor, minNeighbors=self.min_neighbors or source.min_neighbors,
-            minSize=(min_side, min_side))
+        with self._borrowed() as cascades:
+            found = cascades[source.cascade].detectMultiScale(
+                image, scaleFactor=source.scale_factor, minNeighbors=self.min_neighbors or source.min_neighbors,
+                minSize=(min_side, min_side))
         boxes = np.asarray(found, np.float64).reshape(-1, 4)
         if source.mirrored:
             boxes[:, 0] = width - boxes[:, 0] - boxes[:, 2]

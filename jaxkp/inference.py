@@ -294,6 +294,15 @@ def without_duplicates(reading: FaceReading, order: np.ndarray) -> np.ndarray:
     return np.array(kept, int)
 
 
+def kept_by_score(reading: FaceReading, threshold: float) -> np.ndarray:
+    """Indices of the faces a threshold keeps, one per face, best score first (without
+    scores, in the given order: the detector's, largest first)."""
+    if reading.scores is None:
+        return without_duplicates(reading, np.arange(len(reading.keypoints)))
+    order = np.argsort(-reading.scores, kind="stable")
+    return without_duplicates(reading, order[reading.scores[order] >= threshold])
+
+
 @dataclass
 class FoundFaces:
     """The faces a pipeline kept, largest first, in the working photo's pixels."""
@@ -329,14 +338,8 @@ class FaceKeypointPipeline:
         """Proposals -> keypoints and scores -> faces over the threshold, one per face, largest first."""
         proposals = self.detector(gray, MAX_PROPOSALS)
         reading = self.model.read_faces(gray, proposals.boxes, proposals.angles)
-        threshold = self.threshold if min_score is None else min_score
+        kept = kept_by_score(reading, self.threshold if min_score is None else min_score)
         scores = reading.scores
-        if scores is None:  # no score: the detector's order (largest first) decides
-            order = np.arange(len(proposals))
-        else:
-            order = np.argsort(-scores, kind="stable")
-            order = order[scores[order] >= threshold]
-        kept = without_duplicates(reading, order)
         kept = kept[np.argsort(-(proposals.boxes[kept, 2] * proposals.boxes[kept, 3]), kind="stable")][:max_faces]
         faces = proposals.take(kept)
         kept_reading = FaceReading(reading.keypoints[kept], None if scores is None else scores[kept])

@@ -83,9 +83,8 @@ def paste_face(canvas: np.ndarray, image: np.ndarray, points: np.ndarray, rng: n
     else:
         return None
     matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, scale)
-    if mirrored:
+    if mirrored:  # turned and scaled, then mirrored about the face's centre
         matrix = np.array([[-1.0, 0, 2 * centre[0]], [0, 1, 0]]) @ np.vstack([matrix, [0, 0, 1]])
-        matrix = np.vstack([matrix, [0, 0, 1]])[:2]
     matrix[:, 2] += place - apply_affine(matrix, centre)
     face = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     # A soft ellipse: the face and its surround blend into the background.

@@ -40,7 +40,7 @@ import numpy as np
 from jaxkp import data
 from jaxkp.checkpoint import WeightsError, read_config, write_atomic
 from jaxkp.detect import THOROUGH_SOURCES, FaceDetector, holds
-from jaxkp.inference import FaceKeypointPipeline, FoundFaces, without_duplicates
+from jaxkp.inference import FaceKeypointPipeline, kept_by_score
 from jaxkp.weights import load_model, resolve_weights
 from train.composites import make_composites
 from train.evaluate import validation_part
@@ -140,21 +140,12 @@ def score_photos(pipeline: FaceKeypointPipeline, photos: list[LabelledPhoto], mi
             if label == "default":
                 for threshold in min_scores:
                     tallies[f"default: after score >= {threshold:g}"].add(
-                        found.proposals.boxes[found_kept(found, threshold)], photo.keypoints)
+                        found.proposals.boxes[kept_by_score(found.proposal_reading, threshold)], photo.keypoints)
         if hog is not None:
             start = time.perf_counter()
             boxes = hog(gray)
             tallies["dlib HOG"].add(boxes, photo.keypoints, time.perf_counter() - start)
     return {name: tally.summary() for name, tally in tallies.items()}
-
-
-def found_kept(found: FoundFaces, threshold: float) -> np.ndarray:
-    """Which of `found`'s proposals another threshold would keep (same duplicate rule)."""
-    scores = found.proposal_reading.scores
-    if scores is None:
-        return np.arange(len(found.proposals))
-    order = np.argsort(-scores, kind="stable")
-    return without_duplicates(found.proposal_reading, order[scores[order] >= threshold])
 
 
 def format_table(title: str, figures: dict[str, dict[str, float]]) -> str:
