@@ -162,6 +162,28 @@ def box_framing_matrix(face_box: np.ndarray, crop: Region | None = None, angle: 
     return matrix @ turn
 
 
+# The subject's right eye (on the image's left) and left eye, in the 68-point scheme.
+RIGHT_EYE, LEFT_EYE = slice(36, 42), slice(42, 48)
+
+
+def upright_face_box(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """The box (x, y, w, h) and turn (degrees, counter-clockwise, as box_framing_matrix
+    takes them) that frame a face with these keypoints (68, 2) as the Haar detector
+    frames an upright face: the turn levels its eyes, the box sits where the detector
+    would place it on the levelled keypoints. Its centre is the fixed point of the turn
+    about it, so box_framing_matrix(box, crop, turn) shows the face upright."""
+    eye_line = points[LEFT_EYE].mean(axis=0) - points[RIGHT_EYE].mean(axis=0)
+    turn = math.degrees(math.atan2(eye_line[1], eye_line[0]))
+    # cv2's counter-clockwise turn by `turn` about the origin, linear part.
+    radians = math.radians(turn)
+    rotation = np.array([[math.cos(radians), math.sin(radians)], [-math.sin(radians), math.cos(radians)]])
+    x, y, w, h = detector_box(points @ rotation.T, DETECTOR_BOX_MEDIAN)
+    # A turn about c maps p to R (p - c) + c; the box levelled about the origin has its
+    # centre at R c for the c that is that turn's fixed point.
+    centre = rotation.T @ np.array([x + w / 2, y + h / 2])
+    return np.array([centre[0] - w / 2, centre[1] - h / 2, w, h]), turn
+
+
 def rotation_about_input_centre(degrees: float) -> np.ndarray:
     centre = INPUT_SIZE / 2
     return np.vstack([cv2.getRotationMatrix2D((centre, centre), degrees, 1.0), [0, 0, 1]])

@@ -29,7 +29,8 @@ from pillow_heif import register_heif_opener
 
 from jaxkp.detect import Faces, FaceDetector, overlap
 from jaxkp.geometry import (
-    DETECTOR_BOX_MEDIAN, TRAINING_IMAGE_CROP, box_framing_matrix, detector_box, keypoints_to_image, warp_to_input,
+    DETECTOR_BOX_MEDIAN, TRAINING_IMAGE_CROP, box_framing_matrix, detector_box, keypoints_to_image, upright_face_box,
+    warp_to_input,
 )
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS
 
@@ -47,6 +48,10 @@ MAX_FACES = 20
 MAX_PROPOSALS = 32
 # Two faces whose keypoints' boxes overlap this much are one face found twice.
 DUPLICATE_OVERLAP = 0.5
+# A face whose eyes lean more than this many degrees from the turn it was shown at
+# is read a second time, levelled (`second_look`). Under it a second look gains
+# little, and an upright face, the common case, costs one network pass only.
+SECOND_LOOK_MIN_TURN = 5.0
 # Fixed batch sizes: any face count pads up to one of these, so no new shape recompiles.
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
@@ -307,10 +312,10 @@ def kept_by_score(reading: FaceReading, threshold: float) -> np.ndarray:
 class FoundFaces:
     """The faces a pipeline kept, largest first, in the working photo's pixels."""
 
-    faces: Faces
+    faces: Faces  # where the network read each face (with `second_look`, its second framing)
     reading: FaceReading
     # Before the score and the duplicate check: the detector's proposals and what the
-    # network read from each (for evaluation of each stage).
+    # network's first look read from each (for evaluation of each stage).
     proposals: Faces
     proposal_reading: FaceReading
 
@@ -323,6 +328,9 @@ class FaceKeypointPipeline:
     detector: FaceDetector
     # Faces the network scores under this are left out; None: the weights' own default.
     min_score: float | None = None
+    # Read leaning faces a second time, levelled (look_again); None: the weights' own
+    # setting (config.json "second_look": set where it was measured to help).
+    second_look: bool | None = None
 
     @classmethod
     def create(cls, model: KeypointModel, min_score: float | None = None) -> FaceKeypointPipeline:
@@ -334,16 +342,45 @@ class FaceKeypointPipeline:
             return self.min_score
         return self.model.face_score.threshold if self.model.face_score else 0.0
 
+    @property
+    def looks_twice(self) -> bool:
+        if self.second_look is not None:
+            return self.second_look
+        return bool(self.model.config.get("second_look", False))
+
     def find_faces(self, gray: np.ndarray, max_faces: int = MAX_FACES, min_score: float | None = None) -> FoundFaces:
-        """Proposals -> keypoints and scores -> faces over the threshold, one per face, largest first."""
+        """Proposals -> keypoints and scores -> faces over the threshold, one per face,
+        largest first (-> with `second_look`, leaning faces read again, levelled)."""
         proposals = self.detector(gray, MAX_PROPOSALS)
         reading = self.model.read_faces(gray, proposals.boxes, proposals.angles)
         kept = kept_by_score(reading, self.threshold if min_score is None else min_score)
-        scores = reading.scores
         kept = kept[np.argsort(-(proposals.boxes[kept, 2] * proposals.boxes[kept, 3]), kind="stable")][:max_faces]
         faces = proposals.take(kept)
-        kept_reading = FaceReading(reading.keypoints[kept], None if scores is None else scores[kept])
+        kept_reading = FaceReading(reading.keypoints[kept], None if reading.scores is None else reading.scores[kept])
+        if self.looks_twice:
+            faces, kept_reading = self.look_again(gray, faces, kept_reading)
         return FoundFaces(faces, kept_reading, proposals, reading)
+
+    def look_again(self, gray: np.ndarray, faces: Faces, reading: FaceReading) -> tuple[Faces, FaceReading]:
+        """The faces that lean, read a second time levelled and framed from their first
+        keypoints as the detector frames an upright face: a proposal's box, and its
+        source's fixed turn, frame a leaning face only roughly. The first look's score
+        stands: the score was fitted on crops as the detector frames them, and a second
+        framing, which centres whatever the network took for a face, lifts false
+        proposals' scores too."""
+        if not len(faces):
+            return faces, reading
+        upright = [upright_face_box(points) for points in reading.keypoints]
+        boxes, turns = np.array([box for box, _ in upright]), np.array([turn for _, turn in upright])
+        again = np.flatnonzero(np.abs(turns - faces.angles) > SECOND_LOOK_MIN_TURN)
+        if not len(again):
+            return faces, reading
+        second = self.model.read_faces(gray, boxes[again], turns[again])
+        framed = Faces(faces.boxes.copy(), faces.angles.astype(float), faces.sources)
+        framed.boxes[again], framed.angles[again] = boxes[again], turns[again]
+        keypoints = reading.keypoints.copy()
+        keypoints[again] = second.keypoints
+        return framed, FaceReading(keypoints, reading.scores)
 
     def __call__(self, photo: Any, max_faces: int = MAX_FACES, min_score: float | None = None) -> dict[str, Any]:
         """`photo`: anything read_photo takes, or a Photo it made (a large photo is

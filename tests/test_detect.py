@@ -67,6 +67,28 @@ def test_a_turned_box_shows_the_face_upright():
     assert abs(shown[0, 1] - shown[1, 1]) < 1e-9
 
 
+@pytest.mark.parametrize("lean", [0.0, 12.0, -33.0])
+def test_upright_face_box_levels_a_leaning_face_and_frames_it_as_the_detector(pipeline, astronaut_gray, lean):
+    """Keypoints of a face leaning by `lean` degrees: the turn is the one that levels them,
+    and the framing shows them exactly as the detector's box frames the level face."""
+    level = pipeline.find_faces(astronaut_gray).reading.keypoints[0]
+    leaning = geometry.apply_affine(cv2.getRotationMatrix2D((40.0, 300.0), lean, 1.0), level)
+    box, turn = geometry.upright_face_box(leaning)
+    level_box, level_turn = geometry.upright_face_box(level)
+    assert turn - level_turn == pytest.approx(-lean, abs=1e-9)
+    crop = pipeline.model.crop
+    shown = geometry.apply_affine(geometry.box_framing_matrix(box, crop, turn), leaning)
+    shown_level = geometry.apply_affine(geometry.box_framing_matrix(level_box, crop, level_turn), level)
+    np.testing.assert_allclose(shown, shown_level, atol=1e-6)
+    eyes = shown[42:48].mean(axis=0) - shown[36:42].mean(axis=0)
+    assert abs(eyes[1]) < 1e-6 * abs(eyes[0])
+    # Levelled, the box sits where the detector's median box sits on the keypoints.
+    input_box = geometry.detector_box(shown, geometry.DETECTOR_BOX_MEDIAN)
+    expected = geometry.apply_affine(geometry.box_framing_matrix(box, crop, turn),
+                                     np.array([box[:2] + box[2:] / 2]))[0]
+    np.testing.assert_allclose(np.array(input_box[:2]) + np.array(input_box[2:]) / 2, expected, atol=1e-6)
+
+
 def test_framing_is_named_by_the_config_and_old_configs_still_read():
     assert Config().framing == "whole-image"
     old = Config().to_dict() | {"augmentation": {"flip": True}, "haar_boxes": True}
@@ -100,6 +122,8 @@ def test_a_turned_source_maps_its_boxes_back_exactly(astronaut_gray):
     its angle."""
     detector = FaceDetector(("frontal-turned+25", "frontal-turned+25"))
     assert detector.sources[1].resolution == 0.5
+    # Two neighbours: at the default one, a false box on the turned photo's border also comes.
+    detector.sources[1] = dataclasses.replace(detector.sources[1], min_neighbors=2)
     detector.sources[0] = dataclasses.replace(detector.sources[1], angle=0.0, resolution=1.0)
     photo, _ = turned(astronaut_gray, -25.0)  # the face now leans 25 degrees
     faces = detector.propose_from(1, photo)
@@ -155,6 +179,32 @@ def test_turned_and_mirrored_faces_are_found_with_their_points(pipeline, astrona
     expected = upright.reading.keypoints[0][data.FLIP_PERMUTATION] * [-1, 1] + [astronaut_gray.shape[1], 0]
     interocular = np.linalg.norm(expected[36] - expected[45])
     assert np.linalg.norm(found.reading.keypoints[0] - expected, axis=1).mean() < 0.1 * interocular
+
+
+def test_a_second_look_reads_a_leaning_face_levelled_and_keeps_the_first_score(pipeline, astronaut_gray):
+    """A face leaning 10 degrees, which the upright pass finds unlevelled: the second look
+    reads it at the turn its eyes show, its points land where the upright face's points
+    land after the same turn, and the first look's score stands."""
+    from jaxkp.inference import FaceKeypointPipeline
+
+    upright = pipeline.find_faces(astronaut_gray).reading.keypoints[0]
+    photo, turn = turned(astronaut_gray, 10.0)
+    expected = geometry.apply_affine(turn, upright)
+    detector = FaceDetector(("frontal-coarse",))
+    once = FaceKeypointPipeline(pipeline.model, detector, second_look=False).find_faces(photo)
+    twice = FaceKeypointPipeline(pipeline.model, detector, second_look=True).find_faces(photo)
+    assert len(once.faces) == len(twice.faces) == 1 and once.faces.angles[0] == 0.0
+    _, level_turn = geometry.upright_face_box(upright)  # her own lean, upright photo
+    assert twice.faces.angles[0] == pytest.approx(level_turn - 10.0, abs=3.0)
+    assert twice.reading.scores[0] == once.reading.scores[0]
+    # Its points are where the turn puts the upright face's (that a second look lowers the
+    # error is a figure over many faces: README, "Finding faces").
+    interocular = np.linalg.norm(expected[36] - expected[45])
+    assert np.linalg.norm(twice.reading.keypoints[0] - expected, axis=1).mean() < 0.05 * interocular
+    # An upright face is read once: its eyes lean less than the second look's minimum.
+    assert pipeline.looks_twice
+    level = pipeline.find_faces(astronaut_gray)
+    assert level.faces.angles[0] == 0.0
 
 
 # --- the face score ----------------------------------------------------------------
@@ -269,6 +319,6 @@ def test_faces_are_found_on_composites_of_real_validation_faces(pipeline, real_d
     from train.find_faces import LabelledPhoto
 
     figures = score_photos(pipeline, [LabelledPhoto(c.image, c.keypoints) for c in composites])
-    assert figures["default: after score"]["recall"] >= 0.85
+    assert figures["default: after score"]["recall"] >= 0.88
     assert figures["default: after score"]["unmatched_per_photo"] <= 0.1
-    assert figures["default: merged"]["recall"] > figures["frontal"]["recall"] + 0.1
+    assert figures["default: merged"]["recall"] > figures["frontal-coarse"]["recall"] + 0.1

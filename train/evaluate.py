@@ -50,13 +50,15 @@ def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> np.ndarray:
     return np.stack([geometry.keypoints_to_image(points, m) for points, m in zip(normalised, matrices)])
 
 
-def predict_end_to_end(model: KeypointModel, dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+def predict_end_to_end(model: KeypointModel, dataset: data.Dataset, second_look: bool | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """What the app does: proposals -> the model's crop -> network -> face score -> pixels.
 
     Returns (pixel keypoints, detected mask); where several faces are kept, the
     one that is the labelled face (jaxkp.detect.holds) nearest its centre is scored.
     """
     pipeline = FaceKeypointPipeline.create(model)
+    pipeline.second_look = second_look  # None: the weights' own setting
     detected = np.zeros(len(dataset), bool)
     predicted = np.zeros_like(dataset.keypoints, dtype=np.float64)
     for index, (image, points) in enumerate(zip(dataset.images, dataset.keypoints)):
@@ -71,12 +73,12 @@ def predict_end_to_end(model: KeypointModel, dataset: data.Dataset) -> tuple[np.
 
 def evaluate_folder(
     model: KeypointModel, dataset: data.Dataset, grid_path: Path | None = None, grid_size: int = 16,
-    end_to_end: bool = False, worst: int = 5,
+    end_to_end: bool = False, worst: int = 5, second_look: bool | None = None,
 ) -> dict[str, Any]:
     """The figures of `metrics.summarize`, plus the `worst` images by NME (the mean is sensitive to them)."""
     summary: dict[str, Any] = {}
     if end_to_end:
-        predicted, detected = predict_end_to_end(model, dataset)
+        predicted, detected = predict_end_to_end(model, dataset, second_look)
         summary["detection_rate"] = float(detected.mean())
     else:
         predicted, detected = predict_dataset(model, dataset), np.ones(len(dataset), dtype=bool)
@@ -126,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-to-end", action="store_true",
                         help="find the face with the Haar detector and crop as the app does "
                              "(default: frame each image as the training validated)")
+    parser.add_argument("--second-look", choices=("on", "off"),
+                        help="with --end-to-end: read leaning faces again, levelled (default: the weights' "
+                             "config.json \"second_look\")")
     parser.add_argument("--markup", help="answer in this data set's mark-up (weights that learnt several; "
                                          "default: the network's own, which the app serves)")
     parser.add_argument("--grid", type=Path, help="write a PNG grid of predictions here (first data set)")
@@ -145,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise WeightsError(f"{split_dir}/config.json records no training split to take validation from")
                 dataset = validation_part(dataset, data_dir, train_config)
             summary = evaluate_folder(model, dataset, args.grid if index == 0 else None,
-                                      end_to_end=args.end_to_end, worst=args.worst)
+                                      end_to_end=args.end_to_end, worst=args.worst,
+                                      second_look=None if args.second_look is None else args.second_look == "on")
             results.append({"weights": str(weights_dir), "data": f"{data_dir}/{args.split}",
                             "markup": args.markup or model.config.get("markup", "own"), **summary})
     except (data.DataError, WeightsError) as error:
