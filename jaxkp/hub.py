@@ -100,10 +100,13 @@ def face_score_section(config: dict[str, Any]) -> str:
     figures = (f" On the validation photos' crops ({val['faces']} faces, {val['non_faces']} non-faces) its ROC AUC "
                f"is {val['auc']:.4f}; at the default threshold it keeps {val['face_recall']:.1%} of the faces and "
                f"passes {val['non_face_pass_rate']:.1%} of the non-faces." if val else "")
+    second_look = ("\nWith these weights the app reads a face whose eyes lean from the turn it was first shown "
+                   "at a second time, levelled and framed from its first keypoints (`second_look` in config.json); "
+                   "the first look's score stands.\n" if config.get("second_look") else "")
     return (f"\n## Face score\n\nEach face gets a score in [0, 1]: a logistic regression on the network's own "
             f"evidence ({score.get('evidence', 'heatmap peaks')}), fitted by `python -m train.face_score` on face "
             f"and non-face crops of the training photos. Faces under {score['threshold']:.3f} are left out by "
-            f"default.{figures}\n")
+            f"default.{figures}\n{second_look}")
 
 
 def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: str) -> str:

@@ -207,6 +207,35 @@ def test_a_second_look_reads_a_leaning_face_levelled_and_keeps_the_first_score(p
     assert level.faces.angles[0] == 0.0
 
 
+def test_a_borderline_proposal_is_kept_when_a_levelled_second_look_is_sure(pipeline, astronaut_gray):
+    """A proposal twice the face's size and turned 40 degrees from it scores under the
+    threshold at its first look; read again levelled and framed from its own keypoints, it
+    is the face, with its points, and it is not added again beside the face itself."""
+    from jaxkp.inference import SECOND_LOOK_MIN_SCORE, SECOND_LOOK_SURE, FaceReading
+
+    found = pipeline.find_faces(astronaut_gray)
+    face_box, face_points = found.faces.boxes[0], found.reading.keypoints[0]
+    side = 2 * face_box[2]
+    centre = face_box[:2] + face_box[2:] / 2
+    proposal = Faces(np.array([[*(centre - side / 2), side, side]]), np.array([40.0]), np.array([0]))
+    first = pipeline.model.read_faces(astronaut_gray, proposal.boxes, proposal.angles)
+    assert SECOND_LOOK_MIN_SCORE <= first.scores[0] < pipeline.threshold  # the case under test
+    nothing = FaceReading(np.zeros((0, 68, 2)), np.zeros(0))
+    faces, reading = pipeline.rescue(astronaut_gray, proposal, first, pipeline.threshold, Faces.empty(), nothing)
+    assert len(faces) == 1 and reading.scores[0] >= SECOND_LOOK_SURE
+    interocular = np.linalg.norm(face_points[36] - face_points[45])
+    assert np.linalg.norm(reading.keypoints[0] - face_points, axis=1).mean() < 0.05 * interocular
+    again, _ = pipeline.rescue(astronaut_gray, proposal, first, pipeline.threshold, found.faces, found.reading)
+    assert len(again) == 1
+    # Without the second look the proposal stays out.
+    assert len(pipeline.judge(astronaut_gray, proposal, first)[0]) == 1
+    pipeline.second_look = False
+    try:
+        assert len(pipeline.judge(astronaut_gray, proposal, first)[0]) == 0
+    finally:
+        pipeline.second_look = None
+
+
 # --- the face score ----------------------------------------------------------------
 
 

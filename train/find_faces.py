@@ -40,7 +40,7 @@ import numpy as np
 from jaxkp import data
 from jaxkp.checkpoint import WeightsError, read_config, write_atomic
 from jaxkp.detect import THOROUGH_SOURCES, FaceDetector, holds
-from jaxkp.inference import FaceKeypointPipeline, kept_by_score
+from jaxkp.inference import FaceKeypointPipeline
 from jaxkp.weights import load_model, resolve_weights
 from train.composites import make_composites
 from train.evaluate import validation_part
@@ -139,8 +139,8 @@ def score_photos(pipeline: FaceKeypointPipeline, photos: list[LabelledPhoto], mi
             tallies[f"{label}: after score"].add(found.faces.boxes, photo.keypoints, seconds)
             if label == "default":
                 for threshold in min_scores:
-                    tallies[f"default: after score >= {threshold:g}"].add(
-                        found.proposals.boxes[kept_by_score(found.proposal_reading, threshold)], photo.keypoints)
+                    faces, _ = each.judge(gray, found.proposals, found.proposal_reading, threshold)
+                    tallies[f"default: after score >= {threshold:g}"].add(faces.boxes, photo.keypoints)
         if hog is not None:
             start = time.perf_counter()
             boxes = hog(gray)
