@@ -133,3 +133,30 @@ def test_a_face_that_jumps_leaves_no_stray_track(pipeline):
     counts = [len(tracker(frame, index / 30)) for index, frame in enumerate(looped)]
     assert counts[:40] == [1] * 40
     assert counts[-30:] == [1] * 30, counts
+
+
+def test_a_tracked_face_that_leans_is_read_levelled(pipeline):
+    """A face swaying ±35 degrees: each frame shows it to the network levelled (framed
+    from its last keypoints), so its points stay where the turn puts the upright face's.
+    Framed unlevelled, the mean error was 0.027 inter-ocular distances, 0.055 at worst."""
+    import cv2
+
+    from jaxkp.geometry import apply_affine
+    from jaxkp.inference import load_photo
+    from photos import ASTRONAUT
+
+    gray = cv2.cvtColor(load_photo(ASTRONAUT), cv2.COLOR_RGB2GRAY)
+    upright = pipeline.find_faces(gray).reading.keypoints[0]
+    centre = upright.mean(axis=0)
+    tracker = FaceTracker(pipeline, smoothing=False)
+    errors = []
+    for index in range(45):
+        turn = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), 35 * np.sin(2 * np.pi * index / 45), 1.0)
+        frame = cv2.warpAffine(gray, turn, gray.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
+        faces = tracker(frame, index / 30)
+        assert len(faces) == 1
+        expected = apply_affine(turn, upright)
+        interocular = np.linalg.norm(expected[36] - expected[45])
+        errors.append(np.linalg.norm(np.array(faces[0]["keypoints"]) - expected, axis=1).mean() / interocular)
+    assert np.mean(errors) < 0.02 and np.max(errors) < 0.03
+    assert tracker.detections == 3  # the track never lost its face
