@@ -10,15 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def load_pipeline(weights: str | Path | None = None, min_score: float | None = None) -> "FaceKeypointPipeline":
+def load_pipeline(weights: str | Path | None = None, min_score: float | None = None,
+                  thorough: bool = False) -> "FaceKeypointPipeline":
     """Detector + network for a weights setting: folder, Hub repo id[@revision], or None for
     the default. Faces the network scores under `min_score` are left out (None: the
-    weights' default threshold, or JAXKP_MIN_SCORE when set)."""
+    weights' default threshold, or JAXKP_MIN_SCORE when set). `thorough` runs every face
+    proposal source (jaxkp.detect.THOROUGH_SOURCES) instead of the fast default ones."""
     import os
 
+    from jaxkp.detect import DEFAULT_SOURCES, THOROUGH_SOURCES, FaceDetector
     from jaxkp.inference import FaceKeypointPipeline
     from jaxkp.weights import load_model
 
     if min_score is None and os.environ.get("JAXKP_MIN_SCORE"):
         min_score = float(os.environ["JAXKP_MIN_SCORE"])
-    return FaceKeypointPipeline.create(load_model(weights), min_score)
+    detector = FaceDetector(THOROUGH_SOURCES if thorough else DEFAULT_SOURCES)
+    return FaceKeypointPipeline(load_model(weights), detector, min_score)

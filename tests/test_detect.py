@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxkp import data, geometry, load_pipeline
-from jaxkp.detect import FaceDetector, Faces, holds, merge, overlap
+from jaxkp.detect import THOROUGH_SOURCES, FaceDetector, Faces, holds, merge, overlap
 from jaxkp.inference import load_photo
 from photos import ASTRONAUT
 from train.composites import load_backgrounds, make_composites, write_composites
@@ -234,6 +234,20 @@ def test_a_borderline_proposal_is_kept_when_a_levelled_second_look_is_sure(pipel
         assert len(pipeline.judge(astronaut_gray, proposal, first)[0]) == 0
     finally:
         pipeline.second_look = None
+
+
+def test_the_thorough_sources_find_validation_faces_the_default_misses(pipeline, real_300w_dir):
+    from train.evaluate import validation_part
+
+    from jaxkp import load_pipeline
+
+    val = validation_part(data.load_dataset(real_300w_dir), real_300w_dir, pipeline.model.config["train_config"])
+    missed = [photo for photo in group_photos(val)
+              if match(pipeline.find_faces(photo.image).faces.boxes, photo.keypoints) < len(photo.keypoints)]
+    assert len(missed) <= 0.05 * len(val)
+    thorough = load_pipeline(thorough=True)
+    assert [source.name for source in thorough.detector.sources] == list(THOROUGH_SOURCES)
+    assert sum(match(thorough.find_faces(photo.image).faces.boxes, photo.keypoints) for photo in missed) >= 1
 
 
 # --- the face score ----------------------------------------------------------------

@@ -135,6 +135,15 @@ def test_predict_cli_writes_json_and_annotated_images(tmp_path):
     assert sorted(p.name for p in (tmp_path / "annotated").iterdir()) == ["astronaut.annotated.png", "five.annotated.png"]
 
 
+def test_predict_cli_runs_every_proposal_source_when_asked(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxkp", "predict", str(ASTRONAUT), "--thorough", "--json", str(tmp_path / "out.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [len(record["faces"]) for record in json.loads((tmp_path / "out.json").read_text())] == [1]
+
+
 def test_predict_cli_fails_cleanly_on_bad_input(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jaxkp", "predict", str(tmp_path / "missing.jpg")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
