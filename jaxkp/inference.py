@@ -295,6 +295,13 @@ def keypoint_boxes(keypoints: np.ndarray) -> np.ndarray:
     return np.array([detector_box(points, DETECTOR_BOX_MEDIAN) for points in keypoints]).reshape(-1, 4)
 
 
+def upright_framings(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For faces with these keypoints (N, 68, 2): boxes (N, 4) and turns (N,) that show
+    each levelled, framed as the detector frames an upright face (upright_face_box)."""
+    framings = [upright_face_box(points) for points in keypoints]
+    return np.array([box for box, _ in framings]).reshape(-1, 4), np.array([turn for _, turn in framings])
+
+
 def without_duplicates(reading: FaceReading, order: np.ndarray) -> np.ndarray:
     """Indices (from `order`, best first) of the faces left when a face whose keypoints
     overlap a better one's is dropped: two proposals of one face give one face."""
@@ -388,8 +395,7 @@ class FaceKeypointPipeline:
         borderline = np.flatnonzero((reading.scores >= SECOND_LOOK_MIN_SCORE) & (reading.scores < threshold))
         if not len(borderline):
             return faces, kept
-        upright = [upright_face_box(points) for points in reading.keypoints[borderline]]
-        boxes, turns = np.array([box for box, _ in upright]), np.array([turn for _, turn in upright])
+        boxes, turns = upright_framings(reading.keypoints[borderline])
         second = self.model.read_faces(gray, boxes, turns)
         sure = np.flatnonzero(second.scores >= max(SECOND_LOOK_SURE, threshold))
         sure = sure[np.argsort(-second.scores[sure], kind="stable")]
@@ -416,8 +422,7 @@ class FaceKeypointPipeline:
         proposals' scores too."""
         if not len(faces):
             return faces, reading
-        upright = [upright_face_box(points) for points in reading.keypoints]
-        boxes, turns = np.array([box for box, _ in upright]), np.array([turn for _, turn in upright])
+        boxes, turns = upright_framings(reading.keypoints)
         again = np.flatnonzero(np.abs(turns - faces.angles) > SECOND_LOOK_MIN_TURN)
         if not len(again):
             return faces, reading

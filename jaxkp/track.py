@@ -23,8 +23,7 @@ import cv2
 import numpy as np
 
 from jaxkp.detect import overlap
-from jaxkp.geometry import upright_face_box
-from jaxkp.inference import FaceKeypointPipeline, keypoint_boxes
+from jaxkp.inference import FaceKeypointPipeline, keypoint_boxes, upright_framings
 
 
 # Smaller "faces" are lost tracks: the detector finds none under 24 px.
@@ -104,9 +103,8 @@ class FaceTracker:
         if self.tracks:
             # Frame each face from its last keypoints, levelled, as the detector frames an
             # upright face (a face that leans is shown upright; the score was fitted so).
-            framings = [upright_face_box(track.keypoints) for track in self.tracks]
-            boxes = np.array([box for box, _ in framings])
-            reading = model.read_faces(gray, boxes, np.array([turn for _, turn in framings]))
+            boxes, turns = upright_framings(np.stack([track.keypoints for track in self.tracks]))
+            reading = model.read_faces(gray, boxes, turns)
             scores = reading.scores if reading.scores is not None else np.ones(len(boxes))
             kept = []
             for track, box, new_points, score in zip(self.tracks, boxes, reading.keypoints, scores):
