@@ -17,11 +17,11 @@ import multiprocessing
 import queue
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from multiprocessing import shared_memory
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +286,14 @@ class Batch:
     # (B,) bool: shown mirrored (its mark-up's offsets mirror too); None for unaugmented batches.
     flipped: np.ndarray | None = None
 
+    @staticmethod
+    def concatenate(parts: list[Batch]) -> Batch:
+        """One batch of `parts`' examples, in order (all augmented, or none)."""
+        flipped = None if parts[0].flipped is None else np.concatenate([part.flipped for part in parts])
+        return Batch(np.concatenate([part.images for part in parts]), np.concatenate([part.keypoints for part in parts]),
+                     np.concatenate([part.matrices for part in parts]), np.concatenate([part.sources for part in parts]),
+                     flipped)
+
 
 @dataclass
 class Example:
@@ -309,33 +317,23 @@ EXAMPLES_PER_TASK = 8
 Task = list[tuple[int, int]]
 
 
-@dataclass
-class Examples:
-    """A task's examples, stacked: one array each, so a worker process sends a few
-    buffers, not a pickled object per example."""
-
-    images: np.ndarray  # (n, 224, 224) uint8
-    keypoints: np.ndarray  # (n, 68, 2) float32
-    matrices: np.ndarray  # (n, 2, 3)
-    sources: np.ndarray  # (n,) int32
-    flipped: np.ndarray  # (n,) bool
-
-
 def make_examples(make_example: Callable[[Dataset, int, np.random.Generator], Example], dataset: Dataset,
-                  task: Task) -> Examples:
+                  task: Task) -> Batch:
+    """A task's examples, stacked: a worker process sends a few buffers, not a pickled
+    object per example."""
     made = [make_example(dataset, index, np.random.default_rng(seed)) for index, seed in task]
-    return Examples(np.stack([e.image for e in made]), np.stack([e.keypoints for e in made]).astype(np.float32),
-                    np.stack([e.matrix for e in made]), np.array([e.source for e in made], np.int32),
-                    np.array([e.flipped for e in made]))
+    return Batch(np.stack([e.image for e in made])[..., None], np.stack([e.keypoints for e in made]).astype(np.float32),
+                 np.stack([e.matrix for e in made]), np.array([e.source for e in made], np.int32),
+                 np.array([e.flipped for e in made]))
 
 
-def in_order(submit: Callable[[Task], Callable[[], Examples]], tasks: Iterator[Task], window: int
-             ) -> Iterator[Examples]:
+def in_order(submit: Callable[[Task], Callable[[], Batch]], tasks: Iterator[Task], window: int
+             ) -> Iterator[Batch]:
     """Results of `tasks` in order (`submit` starts one and returns what waits for its
     result), with at most `window` started and not yet taken: the workers run ahead of
     the consumer (the next batch is made while this one trains) without making a whole
     epoch in memory."""
-    pending: deque[Callable[[], Examples]] = deque()
+    pending: deque[Callable[[], Batch]] = deque()
     for task in tasks:
         pending.append(submit(task))
         if len(pending) >= window:
@@ -352,7 +350,7 @@ class ThreadWorkers:
         self.pool = ThreadPoolExecutor(count)
         self.window = 4 * count
 
-    def run(self, make_example: Callable, dataset: Dataset, tasks: Iterator[Task]) -> Iterator[Examples]:
+    def run(self, make_example: Callable, dataset: Dataset, tasks: Iterator[Task]) -> Iterator[Batch]:
         return in_order(lambda task: self.pool.submit(make_examples, make_example, dataset, task).result, tasks,
                         self.window)
 
@@ -377,7 +375,7 @@ def _attach(memory_name: str, shapes: list[tuple[int, int]], offsets: list[int],
     _WORKER_DATASET = Dataset(names, images, keypoints, face_boxes, sources)
 
 
-def _make_in_worker(make_example: Callable, task: Task) -> Examples:
+def _make_in_worker(make_example: Callable, task: Task) -> Batch:
     assert _WORKER_DATASET is not None, "worker started without its dataset"
     return make_examples(make_example, _WORKER_DATASET, task)
 
@@ -406,7 +404,7 @@ class ProcessWorkers:
             self.memory.name, [image.shape for image in dataset.images], offsets, dataset.names,
             dataset.keypoints, dataset.face_boxes, dataset.sources))
 
-    def run(self, make_example: Callable, dataset: Dataset, tasks: Iterator[Task]) -> Iterator[Examples]:
+    def run(self, make_example: Callable, dataset: Dataset, tasks: Iterator[Task]) -> Iterator[Batch]:
         if dataset is not self.dataset:
             raise ValueError("process workers hold one dataset; pass it, and choose examples by `indices`")
         return in_order(lambda task: self.pool.apply_async(_make_in_worker, (make_example, task)).get, tasks,
@@ -462,10 +460,7 @@ def shuffled_batches(
     made = workers.run(make_example, dataset, tasks) if workers else (
         make_examples(make_example, dataset, task) for task in tasks)
     for tasks_of_batch in batch_tasks:
-        chunks = [next(made) for _ in tasks_of_batch]
-        yield Batch(np.concatenate([c.images for c in chunks])[..., None], np.concatenate([c.keypoints for c in chunks]),
-                    np.concatenate([c.matrices for c in chunks]), np.concatenate([c.sources for c in chunks]),
-                    np.concatenate([c.flipped for c in chunks]))
+        yield Batch.concatenate([next(made) for _ in tasks_of_batch])
 
 
 def cropped_example(dataset: Dataset, index: int, rng: np.random.Generator, crop_min_fraction: float) -> Example:

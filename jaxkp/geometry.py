@@ -184,6 +184,13 @@ def upright_face_box(points: np.ndarray) -> tuple[np.ndarray, float]:
     return np.array([centre[0] - w / 2, centre[1] - h / 2, w, h]), turn
 
 
+def upright_framings(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For faces with these keypoints (N, 68, 2): boxes (N, 4) and turns (N,) that show
+    each levelled, framed as the detector frames an upright face (upright_face_box)."""
+    framings = [upright_face_box(points) for points in keypoints]
+    return np.array([box for box, _ in framings]).reshape(-1, 4), np.array([turn for _, turn in framings])
+
+
 def rotation_about_input_centre(degrees: float) -> np.ndarray:
     centre = INPUT_SIZE / 2
     return np.vstack([cv2.getRotationMatrix2D((centre, centre), degrees, 1.0), [0, 0, 1]])

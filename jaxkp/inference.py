@@ -29,7 +29,7 @@ from pillow_heif import register_heif_opener
 
 from jaxkp.detect import Faces, FaceDetector, overlap
 from jaxkp.geometry import (
-    DETECTOR_BOX_MEDIAN, TRAINING_IMAGE_CROP, box_framing_matrix, detector_box, keypoints_to_image, upright_face_box,
+    DETECTOR_BOX_MEDIAN, TRAINING_IMAGE_CROP, box_framing_matrix, detector_box, keypoints_to_image, upright_framings,
     warp_to_input,
 )
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS
@@ -293,13 +293,6 @@ class KeypointModel:
 def keypoint_boxes(keypoints: np.ndarray) -> np.ndarray:
     """(N, 4) the boxes the frontal cascade would place on faces with these keypoints."""
     return np.array([detector_box(points, DETECTOR_BOX_MEDIAN) for points in keypoints]).reshape(-1, 4)
-
-
-def upright_framings(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For faces with these keypoints (N, 68, 2): boxes (N, 4) and turns (N,) that show
-    each levelled, framed as the detector frames an upright face (upright_face_box)."""
-    framings = [upright_face_box(points) for points in keypoints]
-    return np.array([box for box, _ in framings]).reshape(-1, 4), np.array([turn for _, turn in framings])
 
 
 def without_duplicates(reading: FaceReading, order: np.ndarray) -> np.ndarray:

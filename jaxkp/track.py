@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from jaxkp.detect import overlap
-from jaxkp.inference import FaceKeypointPipeline, keypoint_boxes, upright_framings
+from jaxkp.geometry import upright_framings
+from jaxkp.inference import FaceKeypointPipeline, keypoint_boxes
 
 
 # Smaller "faces" are lost tracks: the detector finds none under 24 px.
