@@ -21,7 +21,7 @@ import math
 import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -33,6 +33,12 @@ from jaxkp.geometry import DETECTOR_BOX_MEDIAN, apply_affine, detector_box
 # a long strip (a panorama) large enough to find.
 DETECTION_MAX_PIXELS = 1024 * 1024
 HAAR_SCALE_FACTOR = 1.1
+# How close two windows must be to be one face (OpenCV's own grouping, which it
+# applies at 1 neighbour or more).
+HAAR_GROUP_EPS = 0.2
+# Where a turned photo does not reach, its canvas is flat mid-gray: no cascade
+# finds a face in it, and no face at the photo's edge is cut off.
+TURN_BORDER_VALUE = 128
 
 
 @dataclass(frozen=True)
@@ -68,26 +74,29 @@ PROFILE_PLACEMENT = (-0.047, -0.385, 1.303, 1.35)
 PROFILE_MIRRORED_PLACEMENT = (-0.269, -0.39, 1.3, 1.358)
 
 # The face score, not the cascade, is what rejects false boxes, so the sources ask
-# for few neighbours (1 to 3, not OpenCV's customary 5) and propose more. Turned and
-# profile sources run at half resolution: a quarter of the cost. What paid on 2 cores,
-# measured source by source on 200 composites (README, "Finding faces"): a coarse
-# frontal pass (scale step 1.3, 1 neighbour: 35 ms a composite, and 0.663 of the faces
-# against 0.684 for 63 ms at step 1.15) and frontal passes on the photo turned by
-# ±15 and ±25 degrees (each 10 to 22 ms; the frontal cascade knows faces within about
-# 10 degrees of upright, and the composites lean up to 30 degrees, more with the
-# faces' own lean). "frontal" is the finer pass the haar-box recipes' training faces
-# were framed by.
+# for few neighbours (0 to 3, not OpenCV's customary 5) and propose more. At 0, a lone
+# window is a proposal too: a face small, or leaning past what the cascade knows,
+# often gets only one, and the network reads it well once the merge keeps the box of
+# most windows (the turn that shows it upright). Turned and profile sources run at
+# reduced resolution (a third to a quarter of the cost) on a canvas that holds the
+# whole turned photo. What paid on 2 cores, measured source by source and as a whole
+# pipeline on composites (README, "Finding faces"): a coarse frontal pass (scale step
+# 1.3, lone windows kept: 0.75 of the composite faces for 36 ms) and frontal passes on
+# the photo turned by ±25 degrees (0.6 resolution, step 1.2; about 28 ms each). The
+# frontal cascade knows faces within about 10 degrees of upright, and the composites
+# lean up to 30 degrees, more with the faces' own lean. "frontal" is the finer pass
+# the haar-box recipes' training faces were framed by.
 SOURCES: dict[str, ProposalSource] = {
     source.name: source for source in (
         ProposalSource("frontal", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, min_neighbors=2,
                        scale_factor=1.15),
-        ProposalSource("frontal-coarse", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, min_neighbors=1,
+        ProposalSource("frontal-coarse", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, min_neighbors=0,
                        scale_factor=1.3),
         ProposalSource("frontal-alt2", "haarcascade_frontalface_alt2.xml", ALT2_PLACEMENT, min_neighbors=3),
         ProposalSource("frontal-turned+25", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, angle=25.0,
-                       min_neighbors=1, resolution=0.5),
+                       min_neighbors=0, resolution=0.6, scale_factor=1.2),
         ProposalSource("frontal-turned-25", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, angle=-25.0,
-                       min_neighbors=1, resolution=0.5),
+                       min_neighbors=0, resolution=0.6, scale_factor=1.2),
         ProposalSource("frontal-turned+15", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, angle=15.0,
                        min_neighbors=1, resolution=0.5, scale_factor=1.25),
         ProposalSource("frontal-turned-15", "haarcascade_frontalface_default.xml", FRONTAL_PLACEMENT, angle=-15.0,
@@ -102,8 +111,7 @@ SOURCES: dict[str, ProposalSource] = {
 TRAINING_SOURCES = ("frontal",)
 # What a detector runs unless told otherwise (README, "Finding faces");
 # THOROUGH_SOURCES find a few more faces at about twice the cost.
-DEFAULT_SOURCES = ("frontal-coarse", "frontal-turned+25", "frontal-turned-25", "frontal-turned+15",
-                   "frontal-turned-15")
+DEFAULT_SOURCES = ("frontal-coarse", "frontal-turned+25", "frontal-turned-25")
 THOROUGH_SOURCES = tuple(SOURCES)
 
 
@@ -114,13 +122,21 @@ class Faces:
     boxes: np.ndarray  # (N, 4) x, y, w, h
     angles: np.ndarray  # (N,) degrees (counter-clockwise) that turn the face upright: box_framing_matrix's angle
     sources: np.ndarray  # (N,) index in the detector's `sources` of the box kept
+    # (N,) how many cascade windows each box stands for (unknown: one each). The more,
+    # the surer its cascade, and the nearer upright the face was on the (turned) photo
+    # it ran on: a face that leans the other way is found by few windows, if any.
+    windows: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.windows is None:
+            self.windows = np.ones(len(self.boxes), int)
 
     def __len__(self) -> int:
         return len(self.boxes)
 
     def take(self, indices: np.ndarray | list[int]) -> Faces:
         indices = np.asarray(indices, int)
-        return Faces(self.boxes[indices], self.angles[indices], self.sources[indices])
+        return Faces(self.boxes[indices], self.angles[indices], self.sources[indices], self.windows[indices])
 
     @staticmethod
     def empty() -> Faces:
@@ -131,7 +147,20 @@ class Faces:
         if not parts:
             return Faces.empty()
         return Faces(np.concatenate([p.boxes for p in parts]), np.concatenate([p.angles for p in parts]),
-                     np.concatenate([p.sources for p in parts]))
+                     np.concatenate([p.sources for p in parts]), np.concatenate([p.windows for p in parts]))
+
+
+def turn_photo(gray: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """`gray` turned counter-clockwise about its centre onto a canvas that holds all of
+    it (a same-size canvas cuts off the corners, and faces there), and the 2x3 matrix
+    from `gray` to the canvas."""
+    height, width = gray.shape
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    cos, sin = abs(turn[0, 0]), abs(turn[0, 1])
+    size = (math.ceil(width * cos + height * sin), math.ceil(width * sin + height * cos))
+    turn[:, 2] += (size[0] - width) / 2, (size[1] - height) / 2
+    return cv2.warpAffine(gray, turn, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=TURN_BORDER_VALUE), turn
 
 
 def to_frontal_framing(boxes: np.ndarray, placement: tuple[float, float, float, float]) -> np.ndarray:
@@ -159,9 +188,11 @@ MERGE_OVERLAP = 0.3
 
 
 def merge(faces: Faces, min_overlap: float = MERGE_OVERLAP) -> Faces:
-    """One box per face: proposals are taken in order (the detector's source order,
-    then larger first) and each absorbs the later ones that overlap it."""
-    order = np.lexsort((-(faces.boxes[:, 2] * faces.boxes[:, 3]), faces.sources))
+    """One box per face: proposals are taken in order (most cascade windows first, then
+    the detector's source order, then larger first) and each absorbs the later ones
+    that overlap it. A face found on the photo turned both ways keeps the turn that
+    showed it most nearly upright."""
+    order = np.lexsort((-(faces.boxes[:, 2] * faces.boxes[:, 3]), faces.sources, -faces.windows))
     kept, absorbed = [], np.zeros(len(faces), bool)
     for position, index in enumerate(order):
         if absorbed[index]:
@@ -206,41 +237,47 @@ class FaceDetector:
         finally:
             self._idle.put(cascades)
 
-    def cascade_boxes(self, index: int, small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def cascade_boxes(self, index: int, small: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Source `index`'s own boxes on `small` (its placement; a mirrored source's mapped
-        back to the photo), and the matrix from the turned photo back to `small` (None
-        when the source does not turn it)."""
+        back to the photo), the number of cascade windows behind each, and the matrix from
+        the turned photo back to `small` (None when the source does not turn it)."""
         source = self.sources[index]
-        height, width = small.shape
+        width = small.shape[1]
         image, back = small, None
         if source.mirrored:
             image = cv2.flip(small, 1)
         if source.angle:
-            turn = cv2.getRotationMatrix2D((width / 2, height / 2), source.angle, 1.0)
-            image = cv2.warpAffine(image, turn, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            image, turn = turn_photo(image, source.angle)
             back = cv2.invertAffineTransform(turn)
         min_side = max(24, min(small.shape) // 20)
+        min_neighbors = source.min_neighbors if self.min_neighbors is None else self.min_neighbors
         with self._borrowed() as cascades:
-            found = cascades[source.cascade].detectMultiScale(
-                image, scaleFactor=source.scale_factor, minNeighbors=self.min_neighbors or source.min_neighbors,
-                minSize=(min_side, min_side))
+            found, counts = cascades[source.cascade].detectMultiScale2(
+                image, scaleFactor=source.scale_factor, minNeighbors=min_neighbors, minSize=(min_side, min_side))
+        if min_neighbors == 0 and len(found):
+            # OpenCV returns every window ungrouped at 0 neighbours. Its own grouping
+            # (same closeness) averages each cluster into one box; listing every window
+            # twice makes a lone window a cluster of two, so it stays, as itself.
+            windows = [tuple(int(v) for v in window) for window in found]
+            found, counts = cv2.groupRectangles(windows + windows, 1, HAAR_GROUP_EPS)
+            counts = np.asarray(counts) // 2
         boxes = np.asarray(found, np.float64).reshape(-1, 4)
         if source.mirrored:
             boxes[:, 0] = width - boxes[:, 0] - boxes[:, 2]
-        return boxes, back
+        return boxes, np.asarray(counts, int).reshape(-1), back
 
     def propose_from(self, index: int, small: np.ndarray) -> Faces:
         """Source `index`'s boxes on `small`, in the frontal framing, in `small`'s pixels."""
         source = self.sources[index]
         shrunk = small if source.resolution == 1.0 else cv2.resize(
             small, None, fx=source.resolution, fy=source.resolution, interpolation=cv2.INTER_AREA)
-        boxes, back = self.cascade_boxes(index, shrunk)
+        boxes, windows, back = self.cascade_boxes(index, shrunk)
         boxes = to_frontal_framing(boxes, source.placement)
         if back is not None:  # the box's centre back in the photo; its size does not change
             centres = apply_affine(back, boxes[:, :2] + boxes[:, 2:] / 2)
             boxes[:, :2] = centres - boxes[:, 2:] / 2
         boxes *= np.tile([small.shape[1] / shrunk.shape[1], small.shape[0] / shrunk.shape[0]], 2)
-        return Faces(boxes, np.full(len(boxes), source.angle), np.full(len(boxes), index))
+        return Faces(boxes, np.full(len(boxes), source.angle), np.full(len(boxes), index), windows)
 
     def propose(self, gray: np.ndarray) -> Faces:
         """Every source's boxes, unmerged, in `gray`'s pixels (for measuring the sources)."""

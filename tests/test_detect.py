@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxkp import data, geometry, load_pipeline
-from jaxkp.detect import THOROUGH_SOURCES, FaceDetector, Faces, holds, merge, overlap
+from jaxkp.detect import THOROUGH_SOURCES, FaceDetector, Faces, holds, merge, overlap, turn_photo
 from jaxkp.inference import load_photo
 from photos import ASTRONAUT
 from train.composites import load_backgrounds, make_composites, write_composites
@@ -106,8 +106,8 @@ def test_framing_is_named_by_the_config_and_old_configs_still_read():
 def test_a_mirrored_source_maps_its_boxes_back_exactly(astronaut_gray):
     detector = FaceDetector(("profile", "profile-mirrored"), min_neighbors=2)
     mirrored_photo = np.ascontiguousarray(astronaut_gray[:, ::-1])
-    direct, _ = detector.cascade_boxes(0, astronaut_gray)
-    back, _ = detector.cascade_boxes(1, mirrored_photo)
+    direct, _, _ = detector.cascade_boxes(0, astronaut_gray)
+    back, _, _ = detector.cascade_boxes(1, mirrored_photo)
     assert len(direct)  # the profile cascade takes her face, turned a little, for a profile
     width = astronaut_gray.shape[1]
     expected = direct.copy()
@@ -116,25 +116,45 @@ def test_a_mirrored_source_maps_its_boxes_back_exactly(astronaut_gray):
 
 
 def test_a_turned_source_maps_its_boxes_back_exactly(astronaut_gray):
-    """The turned source (half resolution) finds the leaning face where its upright twin
-    (same cascade and settings, no turn) finds it on the half-size photo turned upright:
-    box centres map back through the turn exactly, the box keeps its size and the face
-    its angle."""
+    """The turned source (reduced resolution) finds the leaning face where its upright
+    twin (same cascade and settings, no turn) finds it on the reduced photo turned
+    upright: box centres map back through the turn exactly, the box keeps its size and
+    the face its angle."""
     detector = FaceDetector(("frontal-turned+25", "frontal-turned+25"))
-    assert detector.sources[1].resolution == 0.5
-    # Two neighbours: at the default one, a false box on the turned photo's border also comes.
+    resolution = detector.sources[1].resolution
+    assert resolution < 1.0
+    # Two neighbours: at the default, false boxes on the turned photo also come.
     detector.sources[1] = dataclasses.replace(detector.sources[1], min_neighbors=2)
     detector.sources[0] = dataclasses.replace(detector.sources[1], angle=0.0, resolution=1.0)
     photo, _ = turned(astronaut_gray, -25.0)  # the face now leans 25 degrees
     faces = detector.propose_from(1, photo)
     assert len(faces) == 1 and faces.angles[0] == 25.0
-    half = cv2.resize(photo, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-    upright, turn = turned(half, 25.0)
+    reduced = cv2.resize(photo, None, fx=resolution, fy=resolution, interpolation=cv2.INTER_AREA)
+    upright, turn = turn_photo(reduced, 25.0)
     frontal = detector.propose_from(0, upright)
+    enlarge = np.array(photo.shape[::-1]) / reduced.shape[::-1]
     expected_centre = geometry.apply_affine(cv2.invertAffineTransform(turn),
-                                            frontal.boxes[0, :2] + frontal.boxes[0, 2:] / 2) * 2
+                                            frontal.boxes[0, :2] + frontal.boxes[0, 2:] / 2) * enlarge
     np.testing.assert_allclose(faces.boxes[0, :2] + faces.boxes[0, 2:] / 2, expected_centre, atol=1e-6)
-    np.testing.assert_allclose(faces.boxes[0, 2:], frontal.boxes[0, 2:] * 2)
+    np.testing.assert_allclose(faces.boxes[0, 2:], frontal.boxes[0, 2:] * enlarge)
+
+
+def test_a_turned_photo_keeps_its_corners_and_the_faces_there(pipeline, astronaut_gray):
+    """Turned onto a canvas of the photo's own size, a photo loses its corners; a face
+    leaning 25 degrees in a corner is still proposed by the turned source, at its place."""
+    photo_turned, turn = turned(astronaut_gray, -25.0)  # the face now leans 25 degrees
+    points = geometry.apply_affine(turn, pipeline.find_faces(astronaut_gray).reading.keypoints[0])
+    # Shift it so that the face's centre sits 75 px from the top-left corner of a 640x480 photo.
+    shift = np.round(75 - points.mean(axis=0)).astype(int)
+    padded = np.pad(photo_turned, 640, mode="edge")
+    photo = np.ascontiguousarray(padded[640 - shift[1]: 640 - shift[1] + 480, 640 - shift[0]: 640 - shift[0] + 640])
+    points = points + shift
+    canvas, matrix = turn_photo(photo, 25.0)
+    height, width = photo.shape
+    corners = geometry.apply_affine(matrix, np.array([[0.0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]]))
+    assert corners.min() >= -0.5 and np.all(corners.max(axis=0) <= np.array(canvas.shape[::-1]) - 0.5)
+    found = FaceDetector(("frontal-turned+25",))(photo)
+    assert any(holds(box, points) for box in found.boxes)
 
 
 def test_one_detector_serves_two_threads_at_once(astronaut_gray):
@@ -158,6 +178,30 @@ def test_boxes_of_one_face_merge_into_one():
     # The first source's box is kept for the face both found.
     assert [100.0 + 4, 98.0] in merged.boxes[:, :2].tolist()
     assert overlap(np.array([0.0, 0, 10, 10]), np.array([[5.0, 0, 10, 10]]))[0] == pytest.approx(1 / 3)
+
+
+def test_the_box_of_most_windows_speaks_for_a_face():
+    """A face the photo turned one way shows upright (many windows) and the other way
+    only just (one window) keeps the first box and its turn, whatever the source order."""
+    faces = Faces(np.array([[100.0, 100, 80, 80], [104, 98, 84, 84]]), np.array([25.0, -25.0]), np.array([0, 1]),
+                  np.array([1, 9]))
+    merged = merge(faces)
+    assert len(merged) == 1 and merged.angles[0] == -25.0 and merged.windows[0] == 9
+
+
+def test_no_neighbours_keeps_lone_windows_and_groups_the_rest_as_opencv_does(astronaut_gray):
+    """At 0 neighbours a source keeps the cascade's lone windows too; every box OpenCV's
+    grouping gives at 1 neighbour comes back the same, with its window count."""
+    detector = FaceDetector(("frontal-coarse", "frontal-coarse"))
+    assert detector.sources[0].min_neighbors == 0
+    detector.sources[1] = dataclasses.replace(detector.sources[1], min_neighbors=1)
+    photo = cv2.resize(astronaut_gray, (640, 480))
+    lone, lone_windows, _ = detector.cascade_boxes(0, photo)
+    grouped, grouped_windows, _ = detector.cascade_boxes(1, photo)
+    assert len(grouped) and len(lone) > len(grouped) and lone_windows.min() == 1
+    for box, windows in zip(grouped, grouped_windows):
+        same = np.flatnonzero(np.all(lone == box, axis=1))
+        assert len(same) == 1 and lone_windows[same[0]] == windows
 
 
 def test_turned_and_mirrored_faces_are_found_with_their_points(pipeline, astronaut_gray):

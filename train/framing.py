@@ -26,7 +26,7 @@ def measure(dataset: data.Dataset, source: str) -> dict[str, np.ndarray | float]
     detector = FaceDetector((source,))
     image_rel, keypoint_rel = [], []
     for image, points in zip(dataset.images, dataset.keypoints):
-        boxes, _ = detector.cascade_boxes(0, image)
+        boxes, _, _ = detector.cascade_boxes(0, image)
         low, high = points.min(axis=0), points.max(axis=0)
         centre = points.mean(axis=0)
         inside = [box for box in boxes if np.all(box[:2] <= centre) and np.all(centre <= box[:2] + box[2:])]
