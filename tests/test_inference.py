@@ -13,7 +13,7 @@ from jaxkp import load_pipeline
 from jaxkp.detect import Faces, nearest_face_boxes
 from jaxkp import geometry
 from jaxkp.geometry import TRAINING_IMAGE_CROP
-from jaxkp.inference import BATCH_SIZES, ImageError, load_photo
+from jaxkp.inference import ImageError, load_photo
 from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,10 +107,12 @@ def test_bad_files_are_refused_with_a_reason(pipeline, tmp_path, name):
 def test_face_counts_share_fixed_batch_shapes(pipeline):
     gray = cv2.cvtColor(load_photo(ASTRONAUT), cv2.COLOR_RGB2GRAY)
     box = np.array([[177.0, 66.0, 95.0, 95.0]])
+    # The jit cache is the process's: other tests' models and batches may be in it already.
+    before = pipeline.model._forward._cache_size()
     for count in (1, 3, 5, 7):
         pipeline.model.read_faces(gray, np.repeat(box, count, axis=0))
     compiled = pipeline.model._forward._cache_size()
-    assert compiled <= len(BATCH_SIZES)
+    assert compiled - before <= 3  # batch sizes 1, 4 (for 3 faces) and 8 (for 5 and 7)
     for count in (4, 6, 8):  # padded to sizes 4 and 8, both compiled above
         pipeline.model.read_faces(gray, np.repeat(box, count, axis=0))
     assert pipeline.model._forward._cache_size() == compiled  # sizes already seen: no new compile
