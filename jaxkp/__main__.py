@@ -106,28 +106,28 @@ def score_setting(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxkp")
+    # How both commands load the pipeline.
+    pipeline_options = argparse.ArgumentParser(add_help=False)
+    pipeline_options.add_argument("--weights",
+                                  help="folder or Hub repo id[@revision] (default: JAXKP_WEIGHTS, else checkpoints/)")
+    pipeline_options.add_argument("--min-score", type=score_setting, metavar="S",
+                                  help="leave out faces the network scores under S in [0, 1] (default: the weights' "
+                                       "threshold)")
+    pipeline_options.add_argument("--thorough", action="store_true",
+                                  help="run every face proposal source (more faces that lean or turn away, about twice "
+                                       "the detector's time)")
     commands = parser.add_subparsers(dest="command", required=True)
-    command = commands.add_parser("predict", help="faces and 68 keypoints for images or folders of images")
+    command = commands.add_parser("predict", parents=[pipeline_options],
+                                  help="faces and 68 keypoints for images or folders of images")
     command.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
     command.add_argument("--json", type=Path, help="write a list of {path, image, faces} here")
     command.add_argument("--out", type=Path, help="write annotated PNGs into this folder")
-    command.add_argument("--weights", help="folder or Hub repo id[@revision] (default: JAXKP_WEIGHTS, else checkpoints/)")
-    command.add_argument("--min-score", type=score_setting, metavar="S",
-                         help="leave out faces the network scores under S in [0, 1] (default: the weights' threshold)")
-    command.add_argument("--thorough", action="store_true",
-                         help="run every face proposal source (more faces that lean or turn away, about twice the "
-                              "detector's time)")
-    command = commands.add_parser("video", help="track faces through a video: annotated MP4 and per-frame JSON")
+    command = commands.add_parser("video", parents=[pipeline_options],
+                                  help="track faces through a video: annotated MP4 and per-frame JSON")
     command.add_argument("input", type=Path, metavar="IN")
     command.add_argument("--out", type=Path, help="write the annotated video here (H.264 MP4, no audio)")
     command.add_argument("--json", type=Path, help="write one record per frame here")
     command.add_argument("--max-seconds", type=float, help="refuse longer videos")
-    command.add_argument("--weights", help="folder or Hub repo id[@revision] (default: JAXKP_WEIGHTS, else checkpoints/)")
-    command.add_argument("--min-score", type=score_setting, metavar="S",
-                         help="leave out faces the network scores under S in [0, 1] (default: the weights' threshold)")
-    command.add_argument("--thorough", action="store_true",
-                         help="run every face proposal source (more faces that lean or turn away, about twice the "
-                              "detector's time)")
     args = parser.parse_args(argv)
     return predict(args) if args.command == "predict" else video(args)
 

@@ -234,6 +234,9 @@ class FaceReading:
     keypoints: np.ndarray  # (N, 68, 2)
     scores: np.ndarray | None  # (N,) in [0, 1]; None for weights without a face score
 
+    def take(self, indices: np.ndarray) -> FaceReading:
+        return FaceReading(self.keypoints[indices], None if self.scores is None else self.scores[indices])
+
 
 class KeypointModel:
     """A network in eval mode behind one jitted forward per fixed batch size."""
@@ -371,13 +374,12 @@ class FaceKeypointPipeline:
         threshold = self.threshold if min_score is None else min_score
         kept = kept_by_score(reading, threshold)
         faces = proposals.take(kept)
-        kept_reading = FaceReading(reading.keypoints[kept], None if reading.scores is None else reading.scores[kept])
+        kept_reading = reading.take(kept)
         if self.looks_twice:
             faces, kept_reading = self.look_again(gray, faces, kept_reading)
             faces, kept_reading = self.rescue(gray, proposals, reading, threshold, faces, kept_reading)
         order = np.argsort(-(faces.boxes[:, 2] * faces.boxes[:, 3]), kind="stable")[:max_faces]
-        return faces.take(order), FaceReading(kept_reading.keypoints[order],
-                                              None if kept_reading.scores is None else kept_reading.scores[order])
+        return faces.take(order), kept_reading.take(order)
 
     def rescue(self, gray: np.ndarray, proposals: Faces, reading: FaceReading, threshold: float,
                faces: Faces, kept: FaceReading) -> tuple[Faces, FaceReading]:
@@ -392,13 +394,12 @@ class FaceKeypointPipeline:
         second = self.model.read_faces(gray, boxes, turns)
         sure = np.flatnonzero(second.scores >= max(SECOND_LOOK_SURE, threshold))
         sure = sure[np.argsort(-second.scores[sure], kind="stable")]
-        taken = keypoint_boxes(kept.keypoints)
+        taken, second_boxes = keypoint_boxes(kept.keypoints), keypoint_boxes(second.keypoints)
         rescued = []
         for index in sure:
-            box = keypoint_boxes(second.keypoints[index][None])
-            if not len(taken) or overlap(box[0], taken).max() < DUPLICATE_OVERLAP:
+            if not len(taken) or overlap(second_boxes[index], taken).max() < DUPLICATE_OVERLAP:
                 rescued.append(index)
-                taken = np.concatenate([taken, box])
+                taken = np.concatenate([taken, second_boxes[index][None]])
         if not rescued:
             return faces, kept
         found = Faces(boxes[rescued], turns[rescued], proposals.sources[borderline[rescued]])
