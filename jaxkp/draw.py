@@ -6,11 +6,14 @@ import cv2
 import numpy as np
 
 from jaxkp.geometry import crop_box
+from jaxkp.pose import NOSE_TIP, rotation_from_angles
 
 # RGB colours.
 GROUND_TRUTH = (0, 200, 0)
 PREDICTION = (255, 0, 255)
 BOX = (0, 180, 255)
+# Pose axes: the face's own left, up, and forward (out of the face, towards the viewer when frontal).
+POSE_AXES = {"left": (230, 40, 40), "up": (40, 200, 40), "forward": (40, 90, 255)}
 # Point groups of the 68-point scheme, drawn as polylines (closed for eyes and lips).
 CONTOURS = [
     (range(0, 17), False), (range(17, 22), False), (range(22, 27), False), (range(27, 31), False),
@@ -72,12 +75,37 @@ def faces_on_canvas(rgb: np.ndarray, result: dict) -> list[tuple[np.ndarray, np.
             for face in result["faces"]]
 
 
-def annotate(rgb: np.ndarray, result: dict) -> np.ndarray:
-    """The photo (at any size) with every face's box and keypoints drawn on it."""
+def annotate(rgb: np.ndarray, result: dict, pose_axes: bool = False) -> np.ndarray:
+    """The photo (at any size) with every face's box and keypoints drawn on it (and,
+    with `pose_axes`, each face's pose axes: draw_pose_axes)."""
     canvas = rgb
     for box, points in faces_on_canvas(rgb, result):
         canvas = draw_box(canvas, box)
         canvas = draw_keypoints(canvas, points, radius=marker_size(canvas.shape, box[2]))
+    return draw_pose_axes(canvas, result) if pose_axes else canvas
+
+
+def draw_pose_axes(rgb: np.ndarray, result: dict, length: float = 0.6) -> np.ndarray:
+    """The photo (at any size) with each face's head pose drawn from its nose tip: three
+    arrows `length` face-box widths long, red to the face's own left, green up, blue
+    forward out of the face (short when the face looks at the camera). Faces without
+    a "pose" are left as they are. The arrows are the pose's rotation seen straight on,
+    not through the camera's perspective: a picture of the angles, not a measurement."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    drawn = zip(faces_on_canvas(rgb, result), result["faces"])
+    for (box, points), face in drawn:
+        if not face.get("pose"):
+            continue
+        rotation = rotation_from_angles(face["pose"]["yaw"], face["pose"]["pitch"], face["pose"]["roll"])
+        # Model axes (jaxkp.pose): x the face's left, y down, z into the head.
+        directions = {"left": rotation[:, 0], "up": -rotation[:, 1], "forward": -rotation[:, 2]}
+        origin = points[NOSE_TIP]
+        thickness = max(2, int(round(box[2] / 60)))
+        for name in ("forward", "up", "left") if directions["forward"][2] > 0 else ("left", "up", "forward"):
+            # Axes pointing away from the viewer are drawn first, so the nearer ones stay on top.
+            end = origin + length * box[2] * directions[name][:2]
+            cv2.arrowedLine(canvas, tuple(int(v) for v in np.round(origin)), tuple(int(v) for v in np.round(end)),
+                            POSE_AXES[name], thickness, cv2.LINE_AA, tipLength=0.15)
     return canvas
 
 

@@ -4,11 +4,12 @@ One result format everywhere (API, CLI, Python), in original-image pixels,
 faces ordered largest first:
 
     {"image": {"width": W, "height": H},
-     "faces": [{"box": [x, y, w, h], "score": s, "keypoints": [[x0, y0], ..., [x67, y67]]}]}
+     "faces": [{"box": [x, y, w, h], "score": s, "keypoints": [[x0, y0], ..., [x67, y67]],
+                "pose": {"yaw": a, "pitch": b, "roll": c}}]}
 
 `score` in [0, 1] is the network's confidence that the box holds a face (null
 for weights without a face score); faces under the pipeline's `min_score` are
-left out.
+left out. `pose` is the head's pose in degrees (jaxkp.pose has the conventions).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from jaxkp.geometry import (
     warp_to_input,
 )
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS
+from jaxkp.pose import head_pose
 
 register_heif_opener()  # iPhone photos (HEIC/HEIF), EXIF orientation included
 
@@ -435,12 +437,14 @@ class FaceKeypointPipeline:
         found = self.find_faces(gray, max_faces, min_score)
         boxes, keypoints = found.faces.boxes * np.tile(photo.scale, 2), found.reading.keypoints * photo.scale
         scores = found.reading.scores if found.reading.scores is not None else [None] * len(boxes)
+        # Pose from the keypoints in the original photo's pixels: its size places the camera.
         return {
             "image": {"width": photo.width, "height": photo.height},
             "faces": [
                 {"box": [round(float(v), 1) for v in box],
                  "score": None if score is None else round(float(score), 3),
-                 "keypoints": np.round(points, 2).tolist()}
+                 "keypoints": np.round(points, 2).tolist(),
+                 "pose": head_pose(points, (photo.width, photo.height))}
                 for box, score, points in zip(boxes, scores, keypoints)
             ],
         }
