@@ -132,6 +132,11 @@ def head_pose(keypoints: Any, image_size: tuple[int, int]) -> dict[str, float]:
     return {name: round(value, 1) for name, value in euler_angles(rotation).items()}
 
 
+def describe_pose(pose: dict[str, float]) -> str:
+    """A caption for a face's pose, e.g. "yaw +12°, pitch -4°, roll +1°"."""
+    return ", ".join(f"{name} {pose[name]:+.0f}°" for name in ("yaw", "pitch", "roll"))
+
+
 def project(rotation: np.ndarray, translation: np.ndarray, image_size: tuple[int, int],
             points: np.ndarray = MEAN_FACE) -> np.ndarray:
     """3-D model points (N, 3) seen by the assumed camera at this pose: (N, 2) pixels."""
