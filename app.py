@@ -30,14 +30,16 @@ import cv2
 import gradio as gr
 import numpy as np
 from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from jaxkp import load_pipeline
 from jaxkp.draw import annotate, face_crops
 from jaxkp.examples import example_paths
 from jaxkp.inference import MAX_FACES, ImageError, Photo, read_photo
 from jaxkp.track import FaceTracker
-from jaxkp.uploads import NOT_UPLOADED, UploadRefused, read_upload, uploaded_file
-from jaxkp.video import VideoError, process_video
+from jaxkp.limits import EndpointLines, UploadBodyLimit, limit_stream_idle
+from jaxkp.uploads import NOT_UPLOADED, FolderCap, UploadRefused, read_upload, uploaded_file
+from jaxkp.video import VideoBudget, VideoError, process_video
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 log = logging.getLogger("jaxkp.app")
@@ -52,10 +54,20 @@ MAX_UPLOAD_BYTES = 25_000_000
 MAX_UPLOAD = "25mb"
 DISPLAY_MAX_SIDE = 2048
 JPEG_QUALITY = 90
-# Requests waiting beyond the ones running: an overload is told "queue is full" at
-# once instead of waiting minutes. Two run at a time, one per core.
-QUEUE_MAX_SIZE = 24
+# Each endpoint has its own places (running at once) and its own waiting line; past
+# the line a request is refused at once (HTTP 503) instead of waiting minutes, and no
+# endpoint's traffic can fill another's line. Photos: two at a time, one per core.
+# Videos: one at a time, two waiting. Live: a place per stream, held only while its
+# frames arrive (STREAM_IDLE_S), so several streams share the cores.
 CONCURRENCY = 2
+WAITING = {"predict": 16, "video": 2, "live": 4}
+BUSY = {"predict": "The app is busy: too many photos are waiting. Try again in a moment.",
+        "video": "Busy: other videos are being tracked. Try again soon.",
+        "live": "Busy: too many live streams. Try again soon."}
+LIVE_PLACES = 6
+STREAM_IDLE_S = 5.0
+# Live frames over this are refused from their header, before decoding.
+LIVE_MAX_PIXELS = 2_000_000
 
 # Only files Gradio stored for a client (its upload and cache folder) are read.
 UPLOAD_ROOT = Path(get_upload_folder())
@@ -65,8 +77,18 @@ UPLOAD_ROOT = Path(get_upload_folder())
 OUTPUT_DIR = UPLOAD_ROOT / "jaxkp-outputs"
 OUTPUT_MAX_AGE_S = 300
 OUTPUT_MAX_BYTES = 64_000_000
-# Videos: at most this long (seconds), one processed at a time.
-VIDEO_MAX_SECONDS = 60
+# The whole upload folder, whatever clients upload without calling an endpoint
+# (JAXKP_UPLOADS_MAX_BYTES sets it for a smaller disk); an upload request may carry at
+# most one file's worth.
+UPLOADS_MAX_BYTES = int(os.environ.get("JAXKP_UPLOADS_MAX_BYTES", 1_000_000_000))
+UPLOAD_REQUEST_MAX_BYTES = MAX_UPLOAD_BYTES + 1_000_000
+UPLOADS = FolderCap(UPLOAD_ROOT, UPLOADS_MAX_BYTES)
+# What one video may cost, set by the server, never by the file: 60 s of media, at
+# most 30 analysed frames a second (1,800 in all), frames up to 4K (reduced by ffmpeg
+# to the working size before they reach Python), 3 minutes of work on this 2-core
+# machine, 4 GB of address space for the decoder.
+VIDEO_BUDGET = VideoBudget(max_seconds=60, max_frames=1800, max_fps=30.0, max_input_pixels=4096 * 2304,
+                           max_wall_seconds=180, max_ffmpeg_bytes=4 << 30)
 
 
 def output_path(suffix: str) -> Path:
@@ -219,7 +241,7 @@ def live_frame(frame: str | dict | None, state: dict | None) -> tuple[str | None
         content = frame_bytes(frame)
         if content is None:
             return None, "Waiting for the camera...", state
-        image = read_photo(content)
+        image = read_photo(content, refuse_over=LIVE_MAX_PIXELS)
     except (UploadRefused, ImageError) as error:
         raise refuse(str(error) if isinstance(error, UploadRefused) else f"Cannot use this frame: {error}",
                      getattr(error, "reason", str(error)), None) from None
@@ -250,8 +272,9 @@ def video(upload: str | dict | None, progress: gr.Progress = gr.Progress()) -> t
         raise refuse(str(refused), refused.reason, refused.size) from None
     out_mp4, out_json = output_path(".mp4"), output_path(".json")
     try:
-        record = process_video(PIPELINE, source, out_mp4, VIDEO_MAX_SECONDS,
-                               lambda done, total: progress((done, total), unit="frames"))
+        with UPLOADS.in_use(source):
+            record = process_video(PIPELINE, source, out_mp4, VIDEO_BUDGET,
+                                   lambda done, total: progress((done, total), unit="frames"))
     except VideoError as error:
         out_mp4.unlink(missing_ok=True)
         raise refuse(f"Cannot use this file: {error}", str(error), os.stat(source).st_size) from None
@@ -259,7 +282,7 @@ def video(upload: str | dict | None, progress: gr.Progress = gr.Progress()) -> t
         release_memory()
     out_json.write_text(json.dumps(record))
     faces = {face["id"] for frame in record["frames"] for face in frame["faces"]}
-    status = (f"{len(record['frames'])} frames at {record['fps']:g} frames/s; "
+    status = (f"{len(record['frames'])} frames analysed at {record['fps']:g} frames/s; "
               f"{len(faces)} face{'s' if len(faces) != 1 else ''} tracked.")
     return str(out_mp4), str(out_json), status
 
@@ -307,7 +330,8 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Video"):
             with gr.Row():
                 with gr.Column():
-                    clip = gr.Video(label=f"Video (up to {VIDEO_MAX_SECONDS} s)", sources=["upload"],
+                    clip = gr.Video(label=f"Video (up to {VIDEO_BUDGET.max_seconds:g} s; MP4, MOV, WebM, MKV, AVI, TS)",
+                                    sources=["upload"],
                                     elem_id="clip")
                     track_button = gr.Button("Track faces", variant="primary", elem_id="track")
                 with gr.Column():
@@ -319,15 +343,21 @@ def build_app() -> gr.Blocks:
         button.click(predict, inputs=photo, outputs=[annotated, crops, result, status], api_name="predict",
                      concurrency_limit=CONCURRENCY, preprocess=False)
         camera.stream(live_frame, inputs=[camera, tracker_state], outputs=[live, readout, tracker_state],
-                      api_name="live", stream_every=0.04, time_limit=600, concurrency_limit=CONCURRENCY,
+                      api_name="live", stream_every=0.04, time_limit=600, concurrency_limit=LIVE_PLACES,
                       preprocess=False, show_progress="hidden")
         track_button.click(video, inputs=clip, outputs=[tracked, frames_json, video_status], api_name="video",
                            concurrency_limit=1, preprocess=False)
-    app.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY)
+    app.queue(default_concurrency_limit=CONCURRENCY)
+    EndpointLines.install(app._queue, WAITING, BUSY)
     return app
 
 
+limit_stream_idle(STREAM_IDLE_S)
 demo = build_app()
+UPLOADS.keep_present()  # the examples Gradio copied into its cache while building
+UPLOADS.watch()
 
 if __name__ == "__main__":
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_UPLOAD)
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_UPLOAD,
+                app_kwargs={"middleware": [Middleware(UploadBodyLimit, max_bytes=UPLOAD_REQUEST_MAX_BYTES,
+                                                       after_upload=UPLOADS.prune)]})

@@ -1,4 +1,5 @@
-"""`python -m jaxkp predict IMAGE_OR_FOLDER... [--json OUT.json] [--out DIR]`
+"""`python -m jaxkp predict IMAGE_OR_FOLDER... [--json OUT.json | --jsonl OUT.jsonl] [--out DIR]`,
+`python -m jaxkp align IMAGE_OR_FOLDER... --out DIR [--size 256] [--template ffhq|arcface]`
 and `python -m jaxkp video IN [--out OUT.mp4] [--json OUT.json]`."""
 
 from __future__ import annotations
@@ -8,26 +9,58 @@ import json
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
-
-
-def expand(inputs: list[Path]) -> list[Path]:
-    paths = []
-    for item in inputs:
-        if item.is_dir():
-            paths.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            paths.append(item)
-    return paths
-
 
 def predict(args: argparse.Namespace) -> int:
-    import cv2
+    from jaxkp.checkpoint import WeightsError, write_atomic
+    from jaxkp.collection import Settings, expand, jsonl_writer, recorded_paths, run, take_shard
+
+    paths = expand(args.inputs)
+    if not paths:
+        print("error: no images found in " + ", ".join(map(str, args.inputs)), file=sys.stderr)
+        return 1
+    if args.shard:
+        paths = take_shard(paths, *args.shard)
+    if args.jsonl and args.jsonl.exists() and args.jsonl.stat().st_size and not args.resume:
+        print(f"error: {args.jsonl} exists; pass --resume to go on with it, or remove it", file=sys.stderr)
+        return 1
+    if args.resume:
+        done = recorded_paths(args.jsonl)
+        before = len(paths)
+        paths = [path for path in paths if str(path) not in done]
+        print(f"{before - len(paths)} image(s) already in {args.jsonl}, {len(paths)} to go", file=sys.stderr)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    settings = Settings(args.weights, args.min_score, args.thorough, args.out)
+    try:
+        if args.jsonl:
+            with args.jsonl.open("a", encoding="utf-8") as file:
+                tally = run(paths, settings, jsonl_writer(file), args.workers)
+            print(f"{tally.images} image(s), {tally.faces} face(s) -> {args.jsonl}"
+                  + (f"; {tally.errors} unreadable" if tally.errors else "")
+                  + (f"; {tally.lost} lost with a worker" if tally.lost else ""))
+            return 1 if tally.errors + tally.lost and not tally.images else 0
+        records: list[dict] = []
+        tally = run(paths, settings, lambda record: records.append(record) if "error" not in record else None,
+                    args.workers)
+    except WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    text = json.dumps(records, indent=None if args.json else 2)
+    if args.json:
+        write_atomic(args.json, (text + "\n").encode())
+        print(f"{len(records)} image(s), {tally.faces} face(s) -> {args.json}")
+    else:
+        print(text)
+    return 1 if tally.errors + tally.lost and not records else 0
+
+
+def align(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxkp import load_pipeline
+    from jaxkp.align import align_face, crop_record, png_bytes
     from jaxkp.checkpoint import WeightsError, write_atomic
-    from jaxkp.draw import annotate
+    from jaxkp.collection import expand
     from jaxkp.inference import ImageError, load_photo
 
     try:
@@ -39,29 +72,32 @@ def predict(args: argparse.Namespace) -> int:
     if not paths:
         print("error: no images found in " + ", ".join(map(str, args.inputs)), file=sys.stderr)
         return 1
-    results, failures = [], 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    records, stems, failures = [], set(), 0
     for path in tqdm(paths, unit="image", file=sys.stderr, disable=len(paths) < 2):
         try:
-            rgb = load_photo(path)
+            rgb = load_photo(path)  # crops come from the full-size photo
             result = pipeline(rgb)
         except ImageError as error:
             failures += 1
             tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
             continue
-        results.append({"path": str(path), **result})
         if not result["faces"]:
             tqdm.write(f"{path}: no face found", file=sys.stderr)
-        if args.out:
-            target = args.out / (path.stem + ".annotated.png")
-            png = cv2.imencode(".png", cv2.cvtColor(annotate(rgb, result), cv2.COLOR_RGB2BGR))[1]
-            write_atomic(target, png.tobytes())
-    text = json.dumps(results, indent=None if args.json else 2)
-    if args.json:
-        write_atomic(args.json, (text + "\n").encode())
-        print(f"{len(results)} image(s), {sum(len(r['faces']) for r in results)} face(s) -> {args.json}")
-    else:
-        print(text)
-    return 1 if failures and not results else 0
+        # Two inputs with one stem (a/x.jpg, b/x.png) would overwrite each other's crops.
+        stem, copy = path.stem, 1
+        while stem in stems:
+            copy += 1
+            stem = f"{path.stem}-{copy}"
+        stems.add(stem)
+        for index, face in enumerate(result["faces"]):
+            crop, matrix = align_face(rgb, face["keypoints"], args.size, args.template)
+            name = f"{stem}_{index}.png"
+            write_atomic(args.out / name, png_bytes(crop))
+            records.append(crop_record(name, str(path), index, args.template, args.size, matrix))
+    write_atomic(args.out / "aligned.json", (json.dumps(records, indent=1) + "\n").encode())
+    print(f"{len(records)} aligned face(s) from {len(paths) - failures} image(s) -> {args.out}")
+    return 1 if failures and failures == len(paths) else 0
 
 
 def video(args: argparse.Namespace) -> int:
@@ -69,7 +105,7 @@ def video(args: argparse.Namespace) -> int:
 
     from jaxkp import load_pipeline
     from jaxkp.checkpoint import WeightsError, write_atomic
-    from jaxkp.video import VideoError, process_video
+    from jaxkp.video import VideoBudget, VideoError, process_video
 
     if not args.input.is_file():
         print(f"error: no such file: {args.input}", file=sys.stderr)
@@ -85,7 +121,7 @@ def video(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         try:
-            record = process_video(pipeline, args.input, args.out, args.max_seconds, progress)
+            record = process_video(pipeline, args.input, args.out, VideoBudget(max_seconds=args.max_seconds), progress)
         except VideoError as error:
             print(f"error: {args.input}: {error}", file=sys.stderr)
             return 1
@@ -97,6 +133,22 @@ def video(args: argparse.Namespace) -> int:
     return 0
 
 
+def shard_setting(text: str) -> tuple[int, int]:
+    from jaxkp.collection import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
 def score_setting(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -106,7 +158,7 @@ def score_setting(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxkp")
-    # How both commands load the pipeline.
+    # How the commands load the pipeline.
     pipeline_options = argparse.ArgumentParser(add_help=False)
     pipeline_options.add_argument("--weights",
                                   help="folder or Hub repo id[@revision] (default: JAXKP_WEIGHTS, else checkpoints/)")
@@ -120,8 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("predict", parents=[pipeline_options],
                                   help="faces and 68 keypoints for images or folders of images")
     command.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
-    command.add_argument("--json", type=Path, help="write a list of {path, image, faces} here")
+    written = command.add_mutually_exclusive_group()
+    written.add_argument("--json", type=Path, help="write a list of {path, image, faces} here at the end")
+    written.add_argument("--jsonl", type=Path, metavar="OUT.jsonl",
+                         help="write one {path, image, faces} line per image as it goes (unreadable images: "
+                              "{path, error}); for collections")
+    command.add_argument("--resume", action="store_true", help="skip the images OUT.jsonl already holds")
+    command.add_argument("--shard", type=shard_setting, metavar="I/N",
+                         help="take the I-th (0-based) of N disjoint parts of the sorted input list")
+    command.add_argument("--workers", type=positive, default=1, metavar="K",
+                         help="read images in K processes (default 1: this one)")
     command.add_argument("--out", type=Path, help="write annotated PNGs into this folder")
+    command = commands.add_parser("align", parents=[pipeline_options],
+                                  help="aligned face crops (FFHQ or ArcFace template) and their matrices")
+    command.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
+    command.add_argument("--out", type=Path, required=True,
+                         help="write <stem>_<face>.png per face and aligned.json here")
+    command.add_argument("--size", type=positive, default=256, help="crop side in pixels (default 256)")
+    command.add_argument("--template", choices=("ffhq", "arcface"), default="ffhq",
+                         help="ffhq: FFHQ's eye-and-mouth square; arcface: the 5-point 112 px template, scaled")
     command = commands.add_parser("video", parents=[pipeline_options],
                                   help="track faces through a video: annotated MP4 and per-frame JSON")
     command.add_argument("input", type=Path, metavar="IN")
@@ -129,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--json", type=Path, help="write one record per frame here")
     command.add_argument("--max-seconds", type=float, help="refuse longer videos")
     args = parser.parse_args(argv)
-    return predict(args) if args.command == "predict" else video(args)
+    if args.command == "predict" and args.resume and not args.jsonl:
+        parser.error("--resume goes with --jsonl")
+    return {"predict": predict, "align": align, "video": video}[args.command](args)
 
 
 if __name__ == "__main__":

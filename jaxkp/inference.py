@@ -97,10 +97,11 @@ def load_photo(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndar
 
 
 def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
-               max_pixels: int | None = WORKING_MAX_PIXELS) -> Photo:
+               max_pixels: int | None = WORKING_MAX_PIXELS, refuse_over: int = MAX_PIXELS) -> Photo:
     """As load_photo, but a photo over `max_pixels` is decoded reduced: a JPEG at
     1/2, 1/4 or 1/8 scale by its decoder, which never builds the full image, then
-    any photo resized to fit. Memory and time follow the working size."""
+    any photo resized to fit. Memory and time follow the working size. A photo over
+    `refuse_over` pixels is refused from its header, before any decoding."""
     if isinstance(source, np.ndarray):
         rgb = _array_to_rgb(source)
         height, width = rgb.shape[:2]
@@ -109,8 +110,8 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
     width, height = image.size
     if width == 0 or height == 0:
         raise ImageError(f"image is empty ({width}x{height} pixels)")
-    if width * height > MAX_PIXELS:
-        raise ImageError(f"image too large: {width}x{height} pixels (limit {MAX_PIXELS // 1_000_000} megapixels)")
+    if width * height > refuse_over:
+        raise ImageError(f"image too large: {width}x{height} pixels (limit {refuse_over / 1e6:g} megapixels)")
     try:
         if image.getexif().get(0x0112, 1) in TRANSPOSING_ORIENTATIONS:
             width, height = height, width

@@ -5,13 +5,20 @@ FileData). Only files that the server itself stored for a client (Gradio's
 upload and cache folder) may be read: any other path, whether it exists or
 not, is refused with the same message, so nothing about the server's files
 leaks. Only regular files are opened, non-blocking, so a device or a FIFO
-cannot hold a worker, and at most `max_bytes` are read.
+cannot hold a worker, and at most `max_bytes` are read. FolderCap keeps the
+whole folder under a size, whatever clients upload.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import logging
 import os
 import stat
+import threading
+import time
+from collections.abc import Iterator
 
 NOT_UPLOADED = "this file was not uploaded to the app"
 
@@ -67,3 +74,96 @@ def read_upload(path: str | os.PathLike, upload_root: str | os.PathLike, max_byt
         raise UploadRefused("too large", len(content))
     return content
 
+
+
+class FolderCap:
+    """Keeps a folder (the app's upload and cache folder) under `max_bytes`, whatever
+    clients upload without ever calling an endpoint: past the cap the oldest files go
+    first, except those a request is using (`in_use`) and those kept from the start
+    (`keep_present`: the app's own example files)."""
+
+    # A folder emptied by pruning is removed only once this old: an upload that has
+    # just made it may be about to move its file in.
+    EMPTY_FOLDER_MIN_AGE_S = 60.0
+
+    def __init__(self, root: str | os.PathLike, max_bytes: int):
+        self.root = os.path.realpath(root)
+        self.max_bytes = max_bytes
+        self._in_use: collections.Counter[str] = collections.Counter()
+        self._kept: set[str] = set()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def in_use(self, path: str | os.PathLike) -> Iterator[None]:
+        """While the block runs, `path` is not pruned."""
+        resolved = os.path.realpath(path)
+        with self._lock:
+            self._in_use[resolved] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_use[resolved] -= 1
+                if not self._in_use[resolved]:
+                    del self._in_use[resolved]
+
+    def keep_present(self) -> None:
+        """Never prunes the files there now."""
+        self._kept = {path for _, _, path in self._files()}
+
+    def _files(self) -> list[tuple[float, int, str]]:
+        found = []
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    found.append((info.st_mtime, info.st_blocks * 512, path))
+        return found
+
+    def prune(self) -> int:
+        """Deletes the oldest files nobody is using while the folder is over its cap;
+        returns the bytes freed."""
+        files = sorted(self._files())
+        total = sum(size for _, size, _ in files)
+        freed = 0
+        with self._lock:
+            busy = set(self._in_use) | self._kept
+        for _, size, path in files:
+            if total <= self.max_bytes:
+                break
+            if path in busy:
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                total -= size
+                freed += size
+        if freed:
+            self._remove_empty_folders()
+        return freed
+
+    def _remove_empty_folders(self) -> None:
+        now = time.time()
+        for folder, subfolders, names in os.walk(self.root, topdown=False):
+            if folder == self.root or names or subfolders:
+                continue
+            with contextlib.suppress(OSError):
+                if now - os.lstat(folder).st_mtime > self.EMPTY_FOLDER_MIN_AGE_S:
+                    os.rmdir(folder)
+
+    def watch(self, every_s: float = 0.5) -> threading.Thread:
+        """Prunes every `every_s` seconds, in a daemon thread, for the life of the process."""
+        def loop() -> None:
+            while True:
+                time.sleep(every_s)
+                try:
+                    self.prune()
+                except Exception:  # noqa: BLE001 - a pruning error must not end the watch
+                    logging.getLogger("jaxkp.app").exception("pruning the upload folder failed")
+
+        thread = threading.Thread(target=loop, name="upload-folder-cap", daemon=True)
+        thread.start()
+        return thread

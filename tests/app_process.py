@@ -6,14 +6,20 @@ Its own process, so that its memory can be measured, and its own Gradio folder
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
+import numpy as np
+from PIL import Image
 
 from hub_server import free_port
 
@@ -21,13 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class AppProcess:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None):
         self.upload_root = workdir / "gradio"
         self.log_path = workdir / "app.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "GRADIO_TEMP_DIR": str(self.upload_root), "GRADIO_SERVER_PORT": str(self.port),
-               "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+               "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
@@ -51,16 +57,18 @@ class AppProcess:
             self.process.kill()
         self.log.close()
 
-    def upload(self, path: Path) -> str:
-        """POST /gradio_api/upload: the path Gradio stored the file at."""
+    def upload(self, path: Path, name: str | None = None) -> str:
+        """POST /gradio_api/upload: the path Gradio stored the file at (sent as `name`)."""
         with path.open("rb") as handle:
-            response = httpx.post(self.url + "/gradio_api/upload", files={"files": (path.name, handle)}, timeout=60)
+            response = httpx.post(self.url + "/gradio_api/upload", files={"files": (name or path.name, handle)},
+                                  timeout=60)
         response.raise_for_status()
         return response.json()[0]
 
-    def submit(self, payload: object) -> httpx.Response:
-        """POST /gradio_api/call/predict with one raw input."""
-        return httpx.post(self.url + "/gradio_api/call/predict", json={"data": [payload]}, timeout=10)
+    def submit(self, payload: object, api: str = "predict") -> httpx.Response:
+        """POST /gradio_api/call/<api> with one raw input."""
+        data = [payload] + ([None] if api == "live" else [])
+        return httpx.post(f"{self.url}/gradio_api/call/{api}", json={"data": data}, timeout=10)
 
     def result(self, event_id: str, timeout: float = 60, api: str = "predict") -> tuple[str, object]:
         """The SSE answer to an event: ("complete", outputs) or ("error", message); a
@@ -82,13 +90,22 @@ class AppProcess:
             data = data.get("error") if isinstance(data, dict) else data
         return event, data
 
-    def call(self, payload: object, timeout: float = 60) -> tuple[str, object]:
-        response = self.submit(payload)
+    def call(self, payload: object, timeout: float = 60, api: str = "predict") -> tuple[str, object]:
+        response = self.submit(payload, api)
         response.raise_for_status()
-        return self.result(response.json()["event_id"], timeout)
+        return self.result(response.json()["event_id"], timeout, api)
 
-    def call_file(self, path: Path) -> tuple[str, object]:
-        return self.call({"path": self.upload(path), "meta": {"_type": "gradio.FileData"}})
+    def call_file(self, path: Path, api: str = "predict", name: str | None = None,
+                  timeout: float = 60) -> tuple[str, object]:
+        return self.call({"path": self.upload(path, name), "meta": {"_type": "gradio.FileData"}}, timeout, api)
+
+    def dependency(self, api_name: str) -> tuple[int, int]:
+        """(fn_index, trigger_id) of an endpoint, from the app's config, as the browser reads them."""
+        config = httpx.get(self.url + "/config", timeout=10).json()
+        for index, dependency in enumerate(config["dependencies"]):
+            if dependency.get("api_name") == api_name:
+                return index, dependency["targets"][0][0]
+        raise KeyError(api_name)
 
     # Memory, from /proc (Linux).
     def rss_bytes(self, field: str = "VmRSS") -> int:
@@ -103,3 +120,75 @@ class AppProcess:
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.upload_root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def frame_data_url(rgb: np.ndarray, format: str = "JPEG") -> str:
+    """A frame as the browser's webcam stream sends it: a base64 data URL."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format=format)
+    return f"data:image/{format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+class LiveClient:
+    """A webcam stream spoken over raw HTTP as the browser speaks it: join the queue with
+    the first frame, listen on the session's event stream, post each further frame to
+    /gradio_api/stream/<event_id>. `outputs` holds the arrival time of each processed frame."""
+
+    def __init__(self, app: AppProcess):
+        self.url = app.url
+        self.fn_index, self.trigger_id = app.dependency("live")
+        self.session = uuid.uuid4().hex[:12]
+        self.event_id: str | None = None
+        self.outputs: list[float] = []
+        self.messages: list[dict] = []
+        self.closed = threading.Event()
+        self.closed_at: float | None = None
+        self.http = httpx.Client(timeout=10)
+
+    def body(self, frame: str) -> dict:
+        return {"data": [{"path": None, "url": frame, "meta": {"_type": "gradio.FileData"}}, None],
+                "fn_index": self.fn_index, "trigger_id": self.trigger_id, "session_hash": self.session,
+                "event_data": None}
+
+    def start(self, frame: str) -> httpx.Response:
+        response = self.http.post(self.url + "/gradio_api/queue/join", json=self.body(frame))
+        if response.status_code == 200:
+            self.event_id = response.json()["event_id"]
+            threading.Thread(target=self._listen, daemon=True).start()
+        else:
+            self.closed.set()
+        return response
+
+    def _listen(self) -> None:
+        try:
+            with httpx.stream("GET", self.url + "/gradio_api/queue/data", params={"session_hash": self.session},
+                              timeout=httpx.Timeout(10, read=None)) as stream:
+                for line in stream.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    message = json.loads(line[5:])
+                    self.messages.append(message)
+                    if message.get("msg") == "process_streaming":
+                        self.outputs.append(time.monotonic())
+                    if message.get("msg") in ("process_completed", "unexpected_error"):
+                        break
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.closed_at = time.monotonic()
+            self.closed.set()
+
+    def send(self, frame: str) -> int:
+        return self.http.post(f"{self.url}/gradio_api/stream/{self.event_id}", json=self.body(frame)).status_code
+
+    def stream(self, frames: list[str], seconds: float, every: float = 0.04) -> None:
+        """Sends `frames` in a loop for `seconds`, one every `every` seconds, as a webcam would."""
+        start = time.monotonic()
+        index = 0
+        while time.monotonic() - start < seconds and not self.closed.is_set():
+            self.send(frames[index % len(frames)])
+            index += 1
+            time.sleep(every)
+
+    def completed(self) -> dict | None:
+        return next((m for m in self.messages if m.get("msg") == "process_completed"), None)

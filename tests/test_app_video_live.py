@@ -1,0 +1,181 @@
+"""Attacks on the app's video and live endpoints, and on its upload folder, over raw
+HTTP as a hostile client would make them: files that make ffmpeg work past any
+budget or open other files, floods of one endpoint, streams that stop sending."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from app_process import AppProcess, LiveClient, frame_data_url
+from jaxkp.examples import moving_faces_clip
+from photos import ASTRONAUT
+from test_video import write_clip
+
+pytestmark = pytest.mark.slow
+
+# The app's upload folder cap for this module (the default is 1 GB).
+UPLOADS_CAP = 150_000_000
+FILE_DATA = {"_type": "gradio.FileData"}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    process = AppProcess(tmp_path_factory.mktemp("app"), env={"JAXKP_UPLOADS_MAX_BYTES": str(UPLOADS_CAP)})
+    yield process
+    process.close()
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The app's own settings (the module is imported once per test session)."""
+    import app as served_app
+
+    return served_app
+
+
+def ffmpeg(*args: str) -> None:
+    """The ffmpeg binary the app itself uses, to make hostile files."""
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", *args], check=True,
+                   timeout=300)
+
+
+def test_a_frame_rate_bomb_is_read_at_the_servers_rate_and_ends_quickly(app, tmp_path):
+    """59,900 frames declared at 999 fps (60 s, 840 KB): once, it ran 111 s on all of them."""
+    bomb = tmp_path / "bomb.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=64x64:r=999", "-frames:v", "59900", "-c:v", "libx264",
+           "-preset", "ultrafast", str(bomb))
+    start = time.monotonic()
+    event, outputs = app.call_file(bomb, api="video", timeout=180)
+    seconds = time.monotonic() - start
+    assert event == "complete", outputs
+    record = json.loads(Path(outputs[1]["path"]).read_text())
+    print(f"999 fps bomb: {len(record['frames'])} frames analysed at {record['fps']} fps in {seconds:.1f} s")
+    assert record["fps"] == 30
+    assert 1700 <= len(record["frames"]) <= 1800
+    assert seconds < 60
+
+
+def playlist(entry: str) -> bytes:
+    return f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{entry}\n#EXT-X-ENDLIST\n".encode()
+
+
+def test_playlists_and_scripts_never_make_ffmpeg_open_another_file(app, tmp_path):
+    secret = tmp_path / "secret.mp4"  # a media file on the server, outside the upload folder
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=320x240:r=10", "-frames:v", "20", "-c:v", "libx264", str(secret))
+    uploaded_clip = app.upload(secret, "other-client.mp4")  # another client's upload
+    hostile = {
+        "clip.m3u8": playlist(str(secret)),
+        "clip.mp4": playlist(f"file://{secret}"),
+        "relative.m3u8": playlist(f"../{Path(uploaded_clip).parent.name}/other-client.mp4"),
+        "other.m3u8": playlist(uploaded_clip),
+        "list.ffconcat": f"ffconcat version 1.0\nfile '{secret}'\n".encode(),
+        "concat.mp4": f"ffconcat version 1.0\nfile '{uploaded_clip}'\n".encode(),
+        "frames.mp4": ASTRONAUT.read_bytes(),  # an image (image2 would read a numbered sequence)
+        "script.avs": f'DirectShowSource("{secret}")\n'.encode(),
+    }
+    outputs_before = set((app.upload_root / "jaxkp-outputs").glob("*"))
+    for name, content in hostile.items():
+        path = tmp_path / "hostile"
+        path.write_bytes(content)
+        event, message = app.call_file(path, api="video", name=name, timeout=30)
+        assert event == "error", (name, message)
+        assert message.startswith("Cannot use this file: not a video file"), (name, message)
+        assert str(secret) not in message and str(app.upload_root) not in message, (name, message)
+    assert set((app.upload_root / "jaxkp-outputs").glob("*")) <= outputs_before, "a refused file left an output"
+    assert "Traceback" not in app.log_path.read_text()
+
+
+def test_a_video_flood_waits_in_its_own_short_line_and_photos_are_served(app, tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", moving_faces_clip(90, faces=2, speed=2.0))
+    payload = {"path": app.upload(clip), "meta": FILE_DATA}
+    responses = [app.submit(payload, "video") for _ in range(12)]
+    accepted = [r.json()["event_id"] for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 503]
+    assert 1 <= len(accepted) <= 3 and len(accepted) + len(refused) == 12
+    assert all("Busy" in r.json()["detail"] for r in refused)
+    # While the videos run and wait, photos are neither refused nor queued behind them.
+    for _ in range(3):
+        response = app.submit({"path": app.upload(ASTRONAUT), "meta": FILE_DATA})
+        assert response.status_code == 200
+        event, outputs = app.result(response.json()["event_id"], timeout=60)
+        assert event == "complete" and len(outputs[2]["faces"]) == 1
+    for event_id in accepted:
+        assert app.result(event_id, timeout=120, api="video")[0] == "complete"
+
+
+def test_abandoned_streams_free_their_places_and_live_clients_share_the_cores(app, served):
+    frames = [frame_data_url(frame) for frame in moving_faces_clip(30, faces=1, speed=2.0)]
+    # Clients that send one frame and vanish, as many as there are live places.
+    abandoned = [LiveClient(app) for _ in range(served.LIVE_PLACES)]
+    for client in abandoned:
+        assert client.start(frames[0]).status_code == 200
+    honest = [LiveClient(app) for _ in range(4)]
+    start = time.monotonic()
+    threads = []
+    for client in honest:
+        assert client.start(frames[0]).status_code == 200
+        threads.append(threading.Thread(target=client.stream, args=(frames, 20.0)))
+        threads[-1].start()
+    for thread in threads:
+        thread.join()
+    for client in abandoned:
+        # Each is answered once, and its stream closed (its place freed) within 10 s of its last frame.
+        assert client.closed.wait(5) and client.completed() is not None and len(client.outputs) == 1
+        assert client.closed_at - client.outputs[-1] < 10
+    for client in honest:
+        assert client.outputs, "every live client is served"
+        waited = client.outputs[0] - start
+        rate = (len(client.outputs) - 1) / max(client.outputs[-1] - client.outputs[0], 1e-3)
+        print(f"live client: first frame after {waited:.1f} s, then {rate:.1f} frames/s")
+        assert waited < 10 + served.STREAM_IDLE_S
+        assert len(client.outputs) >= 20
+
+
+def test_a_live_frame_over_2_megapixels_is_refused_unread(app):
+    frame = frame_data_url(np.zeros((8000, 8000, 3), np.uint8), format="PNG")
+    assert len(frame) < 1_000_000
+    app.reset_peak_rss()
+    before = app.rss_bytes()
+    start = time.monotonic()
+    event, message = app.call({"path": None, "url": frame, "meta": FILE_DATA}, api="live", timeout=30)
+    assert (event, message) == ("error", "Cannot use this frame: image too large: 8000x8000 pixels "
+                                         "(limit 2 megapixels)")
+    assert time.monotonic() - start < 5
+    assert app.rss_bytes("VmHWM") - before < 100e6
+
+
+def test_an_oversized_upload_is_cut_off(app, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * 40_000_000)
+    before = app.disk_bytes()
+    with big.open("rb") as handle:
+        response = httpx.post(app.url + "/gradio_api/upload", files={"files": ("big.jpg", handle)}, timeout=60)
+    assert response.status_code == 413
+    time.sleep(1)
+    assert app.disk_bytes() - before < 30e6
+
+
+def test_the_upload_folder_stays_under_its_cap_and_real_uploads_still_work(app, tmp_path):
+    rng = np.random.default_rng(0)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(rng.integers(0, 256, 24_000_000, dtype=np.uint8).tobytes())
+    peak = 0
+    for index in range(12):  # 288 MB, uploaded without calling any endpoint
+        app.upload(junk, f"junk{index}.jpg")
+        peak = max(peak, app.disk_bytes())
+    time.sleep(1.5)
+    print(f"upload folder after 288 MB of uploads: {app.disk_bytes() / 1e6:.0f} MB (peak {peak / 1e6:.0f} MB)")
+    assert app.disk_bytes() <= UPLOADS_CAP
+    assert peak <= UPLOADS_CAP + 2 * 25e6
+    event, outputs = app.call_file(ASTRONAUT)
+    assert event == "complete" and len(outputs[2]["faces"]) == 1
