@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxkp import data  # noqa: E402
+from train import data  # noqa: E402
 from train.config import CONFIGS  # noqa: E402
 from train.train import Trainer, epoch_batches, make_mesh  # noqa: E402
 

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxkp import data, geometry
+from jaxkp import geometry
+from train import data
 from synthetic import draw_face
 
 

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxkp import data, geometry
+from jaxkp import geometry
+from train import data
 
 
 def test_loads_jpeg_and_png_named_jpg(synthetic_data_dir):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxkp import data, metrics
+from jaxkp import metrics
+from train import data
 from jaxkp.inference import KeypointModel
 from jaxkp.model import create_model
 from synthetic import write_dataset

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxkp import data, geometry, load_pipeline
+from jaxkp import geometry, load_pipeline
+from train import data
 from jaxkp.detect import THOROUGH_SOURCES, FaceDetector, Faces, holds, merge, overlap, turn_photo
 from jaxkp.inference import load_photo
 from photos import ASTRONAUT

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxkp import checkpoint, data
+from jaxkp import checkpoint
+from train import data
 from jaxkp.model import create_model
 from train.config import CONFIGS
 from train.train import TRAIN_STATE_FILE, Trainer, TrainingError, make_mesh, set_compute_dtype, train_and_evaluate
@@ -121,7 +122,8 @@ def test_train_cli_reports_bad_data_cleanly(tmp_path):
 
 SHARDING_SCRIPT = """
 import numpy as np, jax
-from jaxkp import checkpoint, data
+from jaxkp import checkpoint
+from train import data
 from train.config import CONFIGS
 from train.train import Trainer, make_mesh
 assert jax.device_count() == 8, jax.devices()

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     initialize_processes(args)
     import jax
 
-    from jaxkp.data import DataError
+    from train.data import DataError
     from train.train import TrainingError, train_and_evaluate
 
     try:

@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jaxkp import data
-from jaxkp.data import FLIP_PERMUTATION
+from train import data
+from train.data import FLIP_PERMUTATION
 from jaxkp.examples import skimage_data_dir
 from jaxkp.geometry import apply_affine
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from jaxkp.data import Augmentation
+from train.data import Augmentation
 from jaxkp.geometry import FRAMINGS, framing_of
 
 

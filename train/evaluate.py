@@ -28,7 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from jaxkp import data, draw, geometry, metrics
+from jaxkp import draw, geometry, metrics
+from train import data
 from jaxkp.checkpoint import WeightsError, read_config, write_atomic
 from jaxkp.detect import TRAINING_SOURCES, FaceDetector, holds, nearest_face_boxes
 from jaxkp.inference import FaceKeypointPipeline, KeypointModel

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxkp import data
+from train import data
 from jaxkp.checkpoint import CONFIG_FILE, WeightsError, read_config, write_json
 from jaxkp.detect import FaceDetector, holds, overlap
 from jaxkp.geometry import DETECTOR_BOX_MEDIAN, DETECTOR_BOX_STD, box_framing_matrix, detector_box, warp_to_input

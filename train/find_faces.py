@@ -37,7 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from jaxkp import data
+from train import data
 from jaxkp.checkpoint import WeightsError, read_config, write_atomic
 from jaxkp.detect import THOROUGH_SOURCES, FaceDetector, holds
 from jaxkp.inference import FaceKeypointPipeline

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jaxkp import data
+from train import data
 from jaxkp.detect import SOURCES, FaceDetector
 
 

@@ -24,7 +24,8 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save
 from tqdm import tqdm
 
-from jaxkp import checkpoint, data, geometry, metrics
+from jaxkp import checkpoint, geometry, metrics
+from train import data
 from jaxkp.detect import TRAINING_SOURCES, FaceDetector, nearest_face_boxes
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS, create_model
 from train.config import Config, DataSource
