@@ -9,6 +9,8 @@ from gradio_client.exceptions import AppError
 
 from photos import ASTRONAUT, BAD_FILES, CAMERA, five_faces
 
+pytestmark = pytest.mark.slow  # the whole app, launched once for the module (about 10 s)
+
 
 @pytest.fixture(scope="module")
 def client(server):

@@ -79,6 +79,7 @@ def test_markup_offsets_mirror_with_a_mirrored_example():
     np.testing.assert_array_equal(np.asarray(model(images)), 0)  # without sources: the bare network
 
 
+@pytest.mark.slow
 def test_two_data_sets_train_with_their_own_markups_and_report_each(synthetic_data_dir, tmp_path):
     photos = write_dataset(tmp_path / "photos", seed=1)
     frames = shifted_copy(synthetic_data_dir, tmp_path / "frames", nose_shift_px=6.0)

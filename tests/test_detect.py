@@ -287,6 +287,7 @@ def test_a_borderline_proposal_is_kept_when_a_levelled_second_look_is_sure(pipel
         pipeline.second_look = None
 
 
+@pytest.mark.slow
 def test_the_thorough_sources_find_validation_faces_the_default_misses(pipeline, real_300w_dir):
     from train.evaluate import validation_part
 
@@ -403,6 +404,7 @@ def test_matching_counts_one_box_per_face():
     assert holds(box[0], face) and not holds(np.array([200.0, 200, 50, 50]), face)
 
 
+@pytest.mark.slow
 def test_faces_are_found_on_composites_of_real_validation_faces(pipeline, real_data_dir, real_300w_dir):
     """The face-finding gate on a small sample: recall and unmatched boxes after the score."""
     from train.evaluate import validation_part

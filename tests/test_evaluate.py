@@ -5,6 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from jaxkp import metrics
 
@@ -23,6 +24,7 @@ def test_nme_is_error_over_outer_eye_corner_distance():
     np.testing.assert_allclose(summary["rmse_px"], np.sqrt(25 / 2))
 
 
+@pytest.mark.slow
 def test_evaluate_cli_scores_any_folder_in_the_layout(synthetic_data_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "train.evaluate", "--data-dir", str(synthetic_data_dir), "--split", "training",
@@ -41,6 +43,7 @@ def test_evaluate_cli_scores_any_folder_in_the_layout(synthetic_data_dir, tmp_pa
     assert np.any(np.all(grid == [0, 200, 0], axis=-1)) and np.any(np.all(grid == [255, 0, 255], axis=-1))
 
 
+@pytest.mark.slow
 def test_evaluate_cli_names_a_missing_folder(tmp_path):
     result = subprocess.run([sys.executable, "-m", "train.evaluate", "--data-dir", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -57,6 +60,7 @@ def score(data_dir: Path, json_path: Path, *extra: str) -> dict:
     return json.loads(json_path.read_text())
 
 
+@pytest.mark.slow
 def test_bundled_weights_on_real_validation_people(real_data_dir, tmp_path):
     """The shipped checkpoint on the people its run held out, framed as its training
     validated and end to end, in the video frames' own mark-up: it must stay ahead of
@@ -70,6 +74,7 @@ def test_bundled_weights_on_real_validation_people(real_data_dir, tmp_path):
             assert figures["detection_rate"] > 0.95
 
 
+@pytest.mark.slow
 def test_bundled_weights_on_real_validation_photos(real_300w_dir, tmp_path):
     """The shipped checkpoint on the 300-W photos its run held out, end to end, in the
     mark-up it serves: it scores 0.039; the weights trained on video frames alone 0.065."""

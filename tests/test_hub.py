@@ -65,6 +65,7 @@ def hub_env(hub, tmp_path):
     return env
 
 
+@pytest.mark.slow
 def test_train_push_pull_round_trip(hub, hub_env, synthetic_data_dir, tmp_path):
     workdir = tmp_path / "run"
     repo = f"user/jaxkp-{uuid.uuid4().hex[:8]}"
@@ -120,6 +121,7 @@ def test_unknown_repo_and_revision_are_named(hub, hub_env, tmp_path):
     assert result.returncode == 1 and "not found" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_failed_pushes_say_why_and_leave_the_checkpoint_alone(hub, hub_env, synthetic_data_dir, tmp_path):
     workdir = tmp_path / "run"
     result = run([sys.executable, "-m", "train", "--config", "tiny", "--epochs", "1", "--data-dir",

@@ -118,6 +118,7 @@ def test_face_counts_share_fixed_batch_shapes(pipeline):
     assert pipeline.model._forward._cache_size() == compiled  # sizes already seen: no new compile
 
 
+@pytest.mark.slow
 def test_predict_cli_writes_json_and_annotated_images(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -137,6 +138,7 @@ def test_predict_cli_writes_json_and_annotated_images(tmp_path):
     assert sorted(p.name for p in (tmp_path / "annotated").iterdir()) == ["astronaut.annotated.png", "five.annotated.png"]
 
 
+@pytest.mark.slow
 def test_predict_cli_runs_every_proposal_source_when_asked(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "jaxkp", "predict", str(ASTRONAUT), "--thorough", "--json", str(tmp_path / "out.json")],
@@ -146,6 +148,7 @@ def test_predict_cli_runs_every_proposal_source_when_asked(tmp_path):
     assert [len(record["faces"]) for record in json.loads((tmp_path / "out.json").read_text())] == [1]
 
 
+@pytest.mark.slow
 def test_predict_cli_fails_cleanly_on_bad_input(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jaxkp", "predict", str(tmp_path / "missing.jpg")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)

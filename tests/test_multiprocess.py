@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hub_server import free_port
 from jaxkp import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # each test trains in two processes
 
 
 def train_command(data_dir: Path, workdir: Path, *extra: str) -> list[str]:

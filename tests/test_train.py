@@ -26,6 +26,7 @@ def flat_params(trainer: Trainer) -> dict[str, np.ndarray]:
     return checkpoint.model_arrays(trainer.model())
 
 
+@pytest.mark.slow
 def test_one_training_step_on_generated_data(synthetic_data_dir):
     dataset = data.load_dataset(synthetic_data_dir)
     batch = next(data.train_batches(dataset, 8, np.random.default_rng(0), 0.9))
@@ -43,6 +44,7 @@ def test_one_training_step_on_generated_data(synthetic_data_dir):
     assert last < loss
 
 
+@pytest.mark.slow
 def test_heatmap_recipe_step_reaches_every_parameter(synthetic_data_dir):
     """The shipped recipe's network: the soft-argmax passes gradient to the decoder, the
     lateral convs and the first stage, and repeated steps on one augmented batch fit it."""
@@ -61,6 +63,7 @@ def test_heatmap_recipe_step_reaches_every_parameter(synthetic_data_dir):
     assert last < loss
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(synthetic_data_dir, tmp_path):
     config = TINY.replace(epochs=2)
     straight = train_and_evaluate(config, synthetic_data_dir, tmp_path / "straight")
@@ -79,6 +82,7 @@ def test_resumed_run_equals_uninterrupted_run(synthetic_data_dir, tmp_path):
     assert [json.loads(line)["epoch"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
+@pytest.mark.slow
 def test_kill_9_then_same_command_resumes(synthetic_data_dir, tmp_path):
     workdir = tmp_path / "run"
     command = [sys.executable, "-m", "train", "--config", "tiny", "--epochs", "3",
@@ -99,6 +103,7 @@ def test_kill_9_then_same_command_resumes(synthetic_data_dir, tmp_path):
     assert epochs == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic_data_dir, tmp_path):
     workdir = tmp_path / "run"
     train_and_evaluate(TINY.replace(epochs=1), synthetic_data_dir, workdir)
@@ -152,6 +157,7 @@ print("sharded == single", loss_single, loss_sharded)
 """
 
 
+@pytest.mark.slow
 def test_sharded_step_matches_single_device(synthetic_data_dir):
     """Loss, BatchNorm statistics and the layers after bn2 agree on 8 devices and on 1.
 
@@ -167,6 +173,7 @@ def test_sharded_step_matches_single_device(synthetic_data_dir):
     assert "sharded == single" in result.stdout
 
 
+@pytest.mark.slow
 def test_short_run_on_real_data(real_data_dir, tmp_path):
     config = TINY.replace(max_images=96, batch_size=16, epochs=1, val_fraction=0.2)
     records = train_and_evaluate(config, real_data_dir, tmp_path)
@@ -175,6 +182,7 @@ def test_short_run_on_real_data(real_data_dir, tmp_path):
     assert (tmp_path / "model.safetensors").stat().st_size < 10_000_000
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_trains_tiny_as_float32_does(synthetic_data_dir, tmp_path):
     model = create_model("reference")
     set_compute_dtype(model, "bfloat16")
