@@ -3,9 +3,11 @@
 The setting (flag `--weights` or environment variable JAXKP_WEIGHTS) is a
 local folder holding model.safetensors + config.json, or a Hugging Face Hub
 repo id with an optional revision (`user/name` or `user/name@revision`).
-Unset, the weights bundled in `checkpoints/` serve. Hub weights land in the
-standard huggingface_hub cache; offline, a cached copy serves, and with no
-cached copy the bundled weights serve and one log line says so.
+Unset, the bundled weights serve: the repository's `checkpoints/` folder in a
+checkout, which pip installs inside the package as `jaxkp/checkpoints/`. Hub
+weights land in the standard huggingface_hub cache; offline, a cached copy
+serves, and with no cached copy the bundled weights serve and one log line
+says so.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from jaxkp.checkpoint import CONFIG_FILE, WEIGHTS_FILE, WeightsError, load_weigh
 from jaxkp.inference import KeypointModel
 
 ENV_VAR = "JAXKP_WEIGHTS"
-BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def bundled_weights() -> Path:
+    """The bundled weights' folder: inside the installed package (pyproject.toml maps the
+    repository's checkpoints/ onto jaxkp/checkpoints/), else beside the package in a checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / "checkpoints"
+    return installed if installed.is_dir() else package.parent / "checkpoints"
+
+
+BUNDLED_WEIGHTS = bundled_weights()
 HUB_FILES = [WEIGHTS_FILE, CONFIG_FILE]
 
 log = logging.getLogger("jaxkp")
