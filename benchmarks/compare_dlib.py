@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from jaxkp import metrics  # noqa: E402
-from train import data  # noqa: E402
 from jaxkp.checkpoint import read_config  # noqa: E402
 from jaxkp.weights import load_model  # noqa: E402
+from train import data  # noqa: E402
 from train.evaluate import predict_end_to_end, validation_part  # noqa: E402
 
 

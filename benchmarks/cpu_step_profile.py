@@ -30,12 +30,12 @@ from train.config import CONFIGS  # noqa: E402
 from train.train import Trainer, make_mesh  # noqa: E402
 
 
-def median_ms(function, repeats: int) -> float:
-    jax.block_until_ready(function())  # compile
+def median_ms(function, repeats: int, *args) -> float:
+    jax.block_until_ready(function(*args))  # compile
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(function())
+        jax.block_until_ready(function(*args))
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 
@@ -71,7 +71,7 @@ def main() -> None:
     images = rng.integers(0, 255, (batch, 224, 224, 1), np.uint8)
     keypoints = rng.uniform(-1, 1, (batch, 68, 2)).astype(np.float32)
     print(f"{jax.devices()[0].device_kind}, batch {batch}, medians of {repeats}")
-    print(f"whole training step (reference):         {median_ms(lambda: trainer.step(images, keypoints), repeats):7.1f} ms")
+    print(f"whole training step (reference):         {median_ms(trainer.step, repeats, images, keypoints):7.1f} ms")
 
     x = jnp.asarray(rng.standard_normal((batch, 224, 224, 1)), jnp.float32)
     shapes = {"conv1 5x5 1->32 @224": ((batch, 224, 224, 1), (5, 5, 1, 32)),
@@ -85,9 +85,9 @@ def main() -> None:
         forward = jax.jit(conv_nhwc)
         weight_grad = jax.jit(lambda x, w, g: jax.vjp(lambda w: conv_nhwc(x, w), w)[1](g)[0])
         input_grad = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv_nhwc(x, w), x)[1](g)[0])
-        print(f"{name}: forward {median_ms(lambda: forward(xs, ws), repeats):6.1f} ms, "
-              f"weight gradient {median_ms(lambda: weight_grad(xs, ws, g), repeats):6.1f} ms, "
-              f"input gradient {median_ms(lambda: input_grad(xs, ws, g), repeats):6.1f} ms")
+        print(f"{name}: forward {median_ms(forward, repeats, xs, ws):6.1f} ms, "
+              f"weight gradient {median_ms(weight_grad, repeats, xs, ws, g):6.1f} ms, "
+              f"input gradient {median_ms(input_grad, repeats, xs, ws, g):6.1f} ms")
 
     w = jnp.asarray(rng.standard_normal((5, 5, 1, 32)), jnp.float32) * 0.1
     g = jnp.asarray(rng.standard_normal((batch, 220, 220, 32)), jnp.float32)
@@ -101,8 +101,8 @@ def main() -> None:
     for name, (conv, xs, ws, gs) in variants.items():
         forward = jax.jit(conv)
         weight_grad = jax.jit(lambda x, w, g, conv=conv: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
-        print(f"{name:<24} forward {median_ms(lambda: forward(xs, ws), repeats):6.1f} ms, "
-              f"weight gradient {median_ms(lambda: weight_grad(xs, ws, gs), repeats):6.1f} ms")
+        print(f"{name:<24} forward {median_ms(forward, repeats, xs, ws):6.1f} ms, "
+              f"weight gradient {median_ms(weight_grad, repeats, xs, ws, gs):6.1f} ms")
 
 
 if __name__ == "__main__":

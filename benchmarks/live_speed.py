@@ -61,8 +61,8 @@ def main() -> None:
         print(f"live path, 640x480, one face, {label}: {fps:.1f} frames/s, {latency:.1f} ms per frame (median)")
 
     still = moving_faces_clip(150, faces=1, speed=0.0)
-    noisy_still = [np.clip(f.astype(np.int16) + np.random.default_rng(i).normal(0, 10, f.shape), 0, 255).astype(np.uint8)
-                   for i, f in enumerate(still)]  # a webcam's sensor noise
+    noise = [np.random.default_rng(i).normal(0, 10, f.shape) for i, f in enumerate(still)]  # a webcam's sensor noise
+    noisy_still = [np.clip(f.astype(np.int16) + n, 0, 255).astype(np.uint8) for f, n in zip(still, noise)]
     for smoothing in (False, True):
         _, _, outputs = run(FaceTracker(pipeline, smoothing=smoothing), noisy_still)
         jitter = points(outputs)[60:].std(axis=0).mean()  # after the filter has settled

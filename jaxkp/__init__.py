@@ -8,10 +8,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when called: `import jaxkp` stays light
+    from jaxkp.inference import FaceKeypointPipeline
 
 
 def load_pipeline(weights: str | Path | None = None, min_score: float | None = None,
-                  thorough: bool = False) -> "FaceKeypointPipeline":
+                  thorough: bool = False) -> FaceKeypointPipeline:
     """Detector + network for a weights setting: folder, Hub repo id[@revision], or None for
     the default. Faces the network scores under `min_score` are left out (None: the
     weights' default threshold, or JAXKP_MIN_SCORE when set). `thorough` runs every face

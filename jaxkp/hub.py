@@ -37,7 +37,7 @@ IBUG_CITATION = """@article{sagonas2016300,
   volume  = {47},
   pages   = {3--18},
   year    = {2016}
-}"""
+}"""  # noqa: E501 (a BibTeX entry, as published)
 
 # Every data set a recipe may name: what it is, how it is cited, and its terms.
 DATA_SETS = {
@@ -61,7 +61,8 @@ def data_section(config: dict[str, Any]) -> str:
     for name in names:
         text, citation, terms = DATA_SETS.get(name, (f"`{name}` (no description recorded).", None, None))
         parts.append(f"- **{name}**: {text}" + (f" **Licence: {terms}**" if terms else ""))
-    parts.append(f"\nValidation share {train.get('val_fraction', '?')} of each data set, seed {train.get('seed', '?')}.")
+    parts.append(f"\nValidation share {train.get('val_fraction', '?')} of each data set, "
+                 f"seed {train.get('seed', '?')}.")
     if config.get("markup"):
         parts.append(f"The network outputs the **{config['markup']}** mark-up; `config.json`'s `markup_offsets` "
                      "hold the learnt per-point offset to each other data set's mark-up.")
@@ -80,8 +81,8 @@ def recipe_summary(train: dict[str, Any]) -> str:
     loss = {"mse": "MSE", "l1": "L1 loss", "wing": "Wing loss"}.get(train.get("loss", "mse"), train.get("loss"))
     framing = framing_of(train)
     if framing != "whole-image":
-        boxes = ("the Haar detector's own box on each image (a box placed on the keypoints where it "
-                 "found none)" if framing == "haar-box" else "a box placed on the keypoints as the Haar detector places it")
+        boxes = ("the Haar detector's own box on each image (a box placed on the keypoints where it found none)"
+                 if framing == "haar-box" else "a box placed on the keypoints as the Haar detector places it")
         crop = train.get("crop") or "the training images' framing"
         framing = (f"each face framed by {boxes}, cropped {crop} (left, top, width, height in box units) with "
                    "jitter, horizontal flips with the left/right point permutation, rotations and "
@@ -118,7 +119,8 @@ def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: s
     rows = [("nme_mean", "NME, mean"), ("nme_median", "NME, median"),
             ("failure_rate_0.08", "failure rate (NME > 0.08)"), ("failure_rate_0.10", "failure rate (NME > 0.10)"),
             ("rmse_px", "RMS point error (pixels)"), ("val_loss", "MSE (normalised coordinates)")]
-    header = "| metric | " + " | ".join(p.rstrip("/") or "value" for p in prefixes) + " |\n|" + " --- |" * (1 + len(prefixes))
+    header = ("| metric | " + " | ".join(p.rstrip("/") or "value" for p in prefixes) + " |\n|"
+              + " --- |" * (1 + len(prefixes)))
     figures = "\n".join(
         f"| {label} | " + " | ".join(f"{last[p + key]:.4f}" if p + key in last else "" for p in prefixes) + " |"
         for key, label in rows if any(p + key in last for p in prefixes)
@@ -132,6 +134,10 @@ def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: s
                         "detector misses by a box placed on their keypoints)")
     else:
         evaluated_on = "validation faces framed by the median Haar box placed on their keypoints"
+    research = research_only(config)
+    licence = "license: other\nlicense_name: research-only (300-W annotations)\n" if research else ""
+    web_photos = ", and web photos" if research else ""
+    research_note = "\n\n**Research only**: " + DATA_SETS["ibug-300w-train"][2] if research else ""
     return f"""---
 library_name: jaxkp
 pipeline_tag: keypoint-detection
@@ -142,7 +148,7 @@ tags:
 - face-alignment
 - keypoint-detection
 - 68-points
-{"license: other" + chr(10) + "license_name: research-only (300-W annotations)" + chr(10) if research_only(config) else ""}---
+{licence}---
 
 # {repo_id}
 
@@ -176,10 +182,10 @@ NME is the mean point-to-point error divided by the distance between the outer e
 ## Intended use and limits
 
 For research, teaching and demos of facial-landmark detection on roughly frontal faces. It was trained
-on mostly frontal, adult faces (YouTube frames of public figures{", and web photos" if research_only(config) else ""}); expect larger errors
+on mostly frontal, adult faces (YouTube frames of public figures{web_photos}); expect larger errors
 on profile views, strong occlusion, extreme lighting, children, and faces the Haar detector frames
 differently from the training crops. It is not meant for identifying people, for biometric decisions,
-or for any use where an error harms someone.{chr(10) + chr(10) + "**Research only**: " + DATA_SETS["ibug-300w-train"][2] if research_only(config) else ""}
+or for any use where an error harms someone.{research_note}
 """
 
 
@@ -220,7 +226,8 @@ def push_to_hub(workdir: Path | str, repo_id: str, private: bool = False, token:
     if not token:
         raise PushError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again")
     api = HfApi(token=token)
-    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content if isinstance(content, bytes) else str(content))
+    operations = [CommitOperationAdd(path_in_repo=name,
+                                     path_or_fileobj=content if isinstance(content, bytes) else str(content))
                   for name, content in files.items()]
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)

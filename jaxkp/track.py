@@ -26,7 +26,6 @@ from jaxkp.detect import overlap
 from jaxkp.geometry import upright_framings
 from jaxkp.inference import FaceKeypointPipeline, keypoint_boxes
 
-
 # Smaller "faces" are lost tracks: the detector finds none under 24 px.
 MIN_FACE_PX = 24
 

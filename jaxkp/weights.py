@@ -62,7 +62,12 @@ def resolve_weights(source: str | Path | None = None) -> Path:
     if source.count("/") != 1 or source.startswith((".", "/")):
         raise WeightsError(f"weights {source!r}: no such folder, and not a Hub repo id (user/name[@revision])")
     repo_id, revision = parse_hub_id(source)
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         return pull_from_hub(repo_id, revision)

@@ -24,7 +24,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-
 PIPELINE_TAGS = ("keypoint-detection", "image-classification", "object-detection", "image-feature-extraction")
 
 

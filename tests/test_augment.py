@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from jaxkp import geometry
-from train import data
 from synthetic import draw_face
+from train import data
 
 
 def dot_position(patch: np.ndarray) -> np.ndarray:

@@ -68,7 +68,8 @@ def test_keypoints_map_to_input_and_back_exactly():
     for matrix in [geometry.full_image_matrix(image), geometry.random_crop_matrix(image, rng, 0.9)]:
         normalised = geometry.normalize_keypoints(geometry.apply_affine(matrix, points))
         np.testing.assert_allclose(geometry.keypoints_to_image(normalised, matrix), points, atol=1e-9)
-    full = geometry.normalize_keypoints(geometry.apply_affine(geometry.full_image_matrix(image), np.array([[0, 0], [120, 150]])))
+    corners = np.array([[0, 0], [120, 150]])
+    full = geometry.normalize_keypoints(geometry.apply_affine(geometry.full_image_matrix(image), corners))
     np.testing.assert_allclose(full, [[-1, -1], [1, 1]])
 
 

@@ -13,10 +13,10 @@ import pytest
 from flax import nnx
 
 from jaxkp import metrics
-from train import data
 from jaxkp.inference import KeypointModel
 from jaxkp.model import create_model
 from synthetic import write_dataset
+from train import data
 from train.config import CONFIGS, DataSource
 from train.train import TrainingError, WithConventions, epoch_subset, train_and_evaluate
 

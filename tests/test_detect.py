@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from jaxkp import geometry, load_pipeline
-from train import data
 from jaxkp.detect import THOROUGH_SOURCES, FaceDetector, Faces, holds, merge, overlap, turn_photo
 from jaxkp.inference import load_photo
 from photos import ASTRONAUT
+from train import data
 from train.composites import load_backgrounds, make_composites, write_composites
 from train.config import Config
 from train.find_faces import group_photos, match, score_photos
@@ -152,7 +152,8 @@ def test_a_turned_photo_keeps_its_corners_and_the_faces_there(pipeline, astronau
     points = points + shift
     canvas, matrix = turn_photo(photo, 25.0)
     height, width = photo.shape
-    corners = geometry.apply_affine(matrix, np.array([[0.0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]]))
+    corners = geometry.apply_affine(
+        matrix, np.array([[0.0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]]))
     assert corners.min() >= -0.5 and np.all(corners.max(axis=0) <= np.array(canvas.shape[::-1]) - 0.5)
     found = FaceDetector(("frontal-turned+25",))(photo)
     assert any(holds(box, points) for box in found.boxes)
@@ -289,9 +290,8 @@ def test_a_borderline_proposal_is_kept_when_a_levelled_second_look_is_sure(pipel
 
 @pytest.mark.slow
 def test_the_thorough_sources_find_validation_faces_the_default_misses(pipeline, real_300w_dir):
-    from train.evaluate import validation_part
-
     from jaxkp import load_pipeline
+    from train.evaluate import validation_part
 
     val = validation_part(data.load_dataset(real_300w_dir), real_300w_dir, pipeline.model.config["train_config"])
     missed = [photo for photo in group_photos(val)

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxkp.examples import compose_faces
-from jaxkp import load_pipeline
+from jaxkp import geometry, load_pipeline
 from jaxkp.detect import Faces, nearest_face_boxes
-from jaxkp import geometry
+from jaxkp.examples import compose_faces
 from jaxkp.geometry import TRAINING_IMAGE_CROP
 from jaxkp.inference import ImageError, load_photo
 from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
@@ -135,7 +134,8 @@ def test_predict_cli_writes_json_and_annotated_images(tmp_path):
     records = json.loads((tmp_path / "out.json").read_text())
     assert sorted(Path(r["path"]).name for r in records) == ["astronaut.png", "five.png"]
     assert {Path(r["path"]).name: len(r["faces"]) for r in records} == {"astronaut.png": 1, "five.png": 5}
-    assert sorted(p.name for p in (tmp_path / "annotated").iterdir()) == ["astronaut.annotated.png", "five.annotated.png"]
+    written = sorted(p.name for p in (tmp_path / "annotated").iterdir())
+    assert written == ["astronaut.annotated.png", "five.annotated.png"]
 
 
 @pytest.mark.slow

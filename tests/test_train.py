@@ -13,8 +13,8 @@ import pytest
 from flax import nnx
 
 from jaxkp import checkpoint
-from train import data
 from jaxkp.model import create_model
+from train import data
 from train.config import CONFIGS
 from train.train import TRAIN_STATE_FILE, Trainer, TrainingError, make_mesh, set_compute_dtype, train_and_evaluate
 
@@ -79,7 +79,8 @@ def test_resumed_run_equals_uninterrupted_run(synthetic_data_dir, tmp_path):
         np.testing.assert_array_equal(value, checkpoint.model_arrays(b)[name])
     saved = json.loads((tmp_path / "resumed" / "config.json").read_text())
     assert saved["network"] == "reference" and saved["epochs_done"] == 2
-    assert [json.loads(line)["epoch"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    records = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in records] == [1, 2]
 
 
 @pytest.mark.slow
@@ -135,7 +136,8 @@ assert jax.device_count() == 8, jax.devices()
 dataset = data.load_dataset({data_dir!r})
 batch = next(data.train_batches(dataset, 16, np.random.default_rng(0), 0.9))
 config = CONFIGS["tiny"].replace(batch_size=16)
-single = Trainer(config, jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1]))
+single = Trainer(config, jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                                       devices=jax.devices()[:1]))
 sharded = Trainer(config, make_mesh())
 loss_single = float(single.step(batch.images, batch.keypoints))
 images = sharded.global_batch(batch.images)

@@ -23,10 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from train import data
-from train.data import FLIP_PERMUTATION
 from jaxkp.examples import skimage_data_dir
 from jaxkp.geometry import apply_affine
+from train import data
+from train.data import FLIP_PERMUTATION
 
 # scikit-image's sample photos with no human face in them (astronaut.png and
 # camera.png have one; lfw_subset is faces).

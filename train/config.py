@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from train.data import Augmentation
 from jaxkp.geometry import FRAMINGS, framing_of
+from train.data import Augmentation
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,14 @@ class Config:
         if self.framing not in FRAMINGS:
             raise ValueError(f"unknown framing {self.framing!r}; choose one of {', '.join(FRAMINGS)}")
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Config":
+    def from_dict(cls, values: dict) -> Config:
         values = dict(values)
         values["framing"] = framing_of(values)  # configs saved before the field existed
         values.pop("haar_boxes", None)

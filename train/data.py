@@ -1,4 +1,6 @@
-"""Input pipeline: the YouTube-Faces keypoint layout, transforms, batches.
+"""The training input pipeline: data sets in the YouTube-Faces keypoint layout,
+augmentation, batches, and the worker pools that make them. Serving never needs it
+(nothing in jaxkp/ imports train/).
 
 A data folder holds `<split>/` (images) and `<split>_frames_keypoints.csv`
 (a header row, then `name, x0, y0, ..., x67, y67` in image pixels). Every
@@ -29,9 +31,18 @@ import cv2
 import numpy as np
 
 from jaxkp.geometry import (
-    DETECTOR_BOX_MEDIAN, DETECTOR_BOX_STD, FLIP_INPUT, Region, apply_affine, box_framing_matrix,
-    detector_framing_matrix, full_image_matrix, normalize_keypoints, random_crop_matrix,
-    rotation_about_input_centre, warp_to_input,
+    DETECTOR_BOX_MEDIAN,
+    DETECTOR_BOX_STD,
+    FLIP_INPUT,
+    Region,
+    apply_affine,
+    box_framing_matrix,
+    detector_framing_matrix,
+    full_image_matrix,
+    normalize_keypoints,
+    random_crop_matrix,
+    rotation_about_input_centre,
+    warp_to_input,
 )
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS
 
@@ -100,7 +111,8 @@ def read_keypoints_csv(csv_path: Path) -> tuple[list[str], np.ndarray]:
         if not row:
             raise DataError(f"{csv_path}: row {line} is empty")
         if len(row) != expected:
-            raise DataError(f"{csv_path}: row {line} has {len(row)} columns, expected {expected} (name + 136 coordinates)")
+            raise DataError(f"{csv_path}: row {line} has {len(row)} columns, "
+                            f"expected {expected} (name + 136 coordinates)")
         if not row[0].strip():
             raise DataError(f"{csv_path}: row {line} has an empty image name")
         for column, text in enumerate(row[1:]):
@@ -290,8 +302,10 @@ class Batch:
     def concatenate(parts: list[Batch]) -> Batch:
         """One batch of `parts`' examples, in order (all augmented, or none)."""
         flipped = None if parts[0].flipped is None else np.concatenate([part.flipped for part in parts])
-        return Batch(np.concatenate([part.images for part in parts]), np.concatenate([part.keypoints for part in parts]),
-                     np.concatenate([part.matrices for part in parts]), np.concatenate([part.sources for part in parts]),
+        return Batch(np.concatenate([part.images for part in parts]),
+                     np.concatenate([part.keypoints for part in parts]),
+                     np.concatenate([part.matrices for part in parts]),
+                     np.concatenate([part.sources for part in parts]),
                      flipped)
 
 
@@ -453,7 +467,8 @@ def shuffled_batches(
 
     starts = range(0, len(order) - batch_size + 1, batch_size)
     # Workers take chunks of examples: one task per example costs more than it gains.
-    batch_tasks = [[[(int(order[p]), int(seeds[p])) for p in range(chunk, min(chunk + EXAMPLES_PER_TASK, first + local))]
+    batch_tasks = [[[(int(order[p]), int(seeds[p]))
+                     for p in range(chunk, min(chunk + EXAMPLES_PER_TASK, first + local))]
                     for chunk in range(first, first + local, EXAMPLES_PER_TASK)]
                    for first in (start + shard_index * local for start in starts)]
     tasks = (task for tasks in batch_tasks for task in tasks)

@@ -29,11 +29,11 @@ import cv2
 import numpy as np
 
 from jaxkp import draw, geometry, metrics
-from train import data
 from jaxkp.checkpoint import WeightsError, read_config, write_atomic
 from jaxkp.detect import TRAINING_SOURCES, FaceDetector, holds, nearest_face_boxes
 from jaxkp.inference import FaceKeypointPipeline, KeypointModel
 from jaxkp.weights import load_model, resolve_weights
+from train import data
 
 
 def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> np.ndarray:

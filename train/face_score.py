@@ -32,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from train import data
 from jaxkp.checkpoint import CONFIG_FILE, WeightsError, read_config, write_json
 from jaxkp.detect import FaceDetector, holds, overlap
 from jaxkp.geometry import DETECTOR_BOX_MEDIAN, DETECTOR_BOX_STD, box_framing_matrix, detector_box, warp_to_input
 from jaxkp.inference import FaceScore, KeypointModel
 from jaxkp.weights import load_model, resolve_weights
+from train import data
 from train.evaluate import validation_part
 
 MAX_TURN = 15.0

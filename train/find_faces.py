@@ -37,11 +37,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from train import data
 from jaxkp.checkpoint import WeightsError, read_config, write_atomic
 from jaxkp.detect import THOROUGH_SOURCES, FaceDetector, holds
 from jaxkp.inference import FaceKeypointPipeline
 from jaxkp.weights import load_model, resolve_weights
+from train import data
 from train.composites import make_composites
 from train.evaluate import validation_part
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from train import data
 from jaxkp.detect import SOURCES, FaceDetector
+from train import data
 
 
 def measure(dataset: data.Dataset, source: str) -> dict[str, np.ndarray | float]:

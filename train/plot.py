@@ -35,7 +35,7 @@ def write_loss_curve(records: list[dict[str, Any]], path: Path, train_loss_name:
         logs = np.log10([value for _, value in points])
         low, high = logs.min(), max(logs.max(), logs.min() + 1e-3)
 
-        def to_pixel(epoch: float, log_value: float) -> tuple[int, int]:
+        def to_pixel(epoch: float, log_value: float, low: float = low, high: float = high) -> tuple[int, int]:
             x = left + (epoch - first) / (last - first) * (width - left - right)
             y = top + (high - log_value) / (high - low) * (height - top - bottom)
             return int(round(x)), int(round(y))

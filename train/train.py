@@ -25,9 +25,9 @@ from safetensors.numpy import load_file, save
 from tqdm import tqdm
 
 from jaxkp import checkpoint, geometry, metrics
-from train import data
 from jaxkp.detect import TRAINING_SOURCES, FaceDetector, nearest_face_boxes
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS, create_model
+from train import data
 from train.config import Config, DataSource
 from train.plot import write_loss_curve
 
@@ -58,7 +58,8 @@ def keypoint_loss(name: str, predicted: jax.Array, target: jax.Array) -> jax.Arr
     if name == "wing":
         pixels = jnp.abs(error) * (INPUT_SIZE / 2)
         offset = WING_WIDTH - WING_WIDTH * jnp.log1p(WING_WIDTH / WING_CURVATURE)
-        return jnp.mean(jnp.where(pixels < WING_WIDTH, WING_WIDTH * jnp.log1p(pixels / WING_CURVATURE), pixels - offset))
+        near = WING_WIDTH * jnp.log1p(pixels / WING_CURVATURE)
+        return jnp.mean(jnp.where(pixels < WING_WIDTH, near, pixels - offset))
     raise ValueError(f"unknown loss {name!r}")
 
 
@@ -227,7 +228,8 @@ def initial_model(config: Config) -> nnx.Module:
     except checkpoint.WeightsError as error:
         raise TrainingError(f"cannot start from {config.init_from}: {error}") from None
     if saved["network"] != config.network:
-        raise TrainingError(f"{config.init_from} holds a {saved['network']!r} network, the recipe needs {config.network!r}")
+        raise TrainingError(f"{config.init_from} holds a {saved['network']!r} network, "
+                            f"the recipe needs {config.network!r}")
     model.train()
     return model
 
@@ -265,7 +267,8 @@ def evaluate(trainer: Trainer, dataset: data.Dataset, batch_size: int, framing: 
             if markup_offset is not None:
                 moved.append(geometry.keypoints_to_image(points + markup_offset, matrix))
     predicted = np.stack(predicted)
-    summary = {"val_loss": float(np.concatenate(squared_errors).mean()), **metrics.summarize(predicted, dataset.keypoints)}
+    summary = {"val_loss": float(np.concatenate(squared_errors).mean()),
+               **metrics.summarize(predicted, dataset.keypoints)}
     if moved:
         summary.update({f"own_markup/{k}": v for k, v in metrics.summarize(np.stack(moved), dataset.keypoints).items()
                         if k.startswith("nme")})
@@ -318,7 +321,8 @@ def load_sources(config: Config, data_dirs: list[Path]) -> tuple[list[DataSource
             dataset.face_boxes = nearest_face_boxes(FaceDetector(TRAINING_SOURCES), dataset.images, dataset.keypoints)
             log(f"{source.name}: Haar boxes on {np.isfinite(dataset.face_boxes[:, 0]).mean():.1%} of the images "
                 f"in {time.perf_counter() - start:.0f} s; the rest are framed from their keypoints")
-        log(f"{source.name}: {len(train_idx)} training / {len(val_idx)} validation images, held out by {source.holdout}")
+        log(f"{source.name}: {len(train_idx)} training / {len(val_idx)} validation images, "
+            f"held out by {source.holdout}")
         train_parts.append(dataset.subset(train_idx))
         val_parts.append(dataset.subset(val_idx))
     return sources, data.Dataset.concatenate(train_parts), data.Dataset.concatenate(val_parts)
@@ -436,7 +440,8 @@ def run_epochs(config: Config, trainer: Trainer, train_set: data.Dataset, val_se
         train_loss = float(np.mean(jax.device_get(losses)))
         train_seconds = time.perf_counter() - start
         if not np.isfinite(train_loss):
-            raise TrainingError(f"loss became {train_loss} in epoch {epoch}; stopped, last good checkpoint kept in {workdir}")
+            raise TrainingError(f"loss became {train_loss} in epoch {epoch}; stopped, "
+                                f"last good checkpoint kept in {workdir}")
         record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": round(train_seconds, 2),
                   "images_per_second": round(steps * config.batch_size / train_seconds, 1)}
         if len(val_set):
