@@ -47,11 +47,12 @@ log = logging.getLogger("jaxkp.app")
 PIPELINE = load_pipeline()
 PIPELINE(np.zeros((64, 64, 3), np.uint8))  # compile the one-face path before the first visitor
 
-# What one request may cost (README, "Limits"): the upload's size; the photo is
-# worked on reduced to at most inference.WORKING_MAX_PIXELS; the annotated image
-# comes back as a JPEG at most DISPLAY_MAX_SIDE on its longer side.
+# What one request may cost (docs/security.md): the upload's size (a photo 25 MB, a
+# video 300 MB: a minute of phone 4K); the photo is worked on reduced to at most
+# inference.WORKING_MAX_PIXELS; the annotated image comes back as a JPEG at most
+# DISPLAY_MAX_SIDE on its longer side.
 MAX_UPLOAD_BYTES = 25_000_000
-MAX_UPLOAD = "25mb"
+MAX_VIDEO_UPLOAD_BYTES = 300_000_000
 DISPLAY_MAX_SIDE = 2048
 JPEG_QUALITY = 90
 # Each endpoint has its own places (running at once) and its own waiting line; past
@@ -81,7 +82,7 @@ OUTPUT_MAX_BYTES = 64_000_000
 # (JAXKP_UPLOADS_MAX_BYTES sets it for a smaller disk); an upload request may carry at
 # most one file's worth.
 UPLOADS_MAX_BYTES = int(os.environ.get("JAXKP_UPLOADS_MAX_BYTES", 1_000_000_000))
-UPLOAD_REQUEST_MAX_BYTES = MAX_UPLOAD_BYTES + 1_000_000
+UPLOAD_REQUEST_MAX_BYTES = MAX_VIDEO_UPLOAD_BYTES + 1_000_000
 UPLOADS = FolderCap(UPLOAD_ROOT, UPLOADS_MAX_BYTES)
 # What one video may cost, set by the server, never by the file: 60 s of media, at
 # most 30 analysed frames a second (1,800 in all), frames up to 4K (reduced by ffmpeg
@@ -267,7 +268,7 @@ def video(upload: str | dict | None, progress: gr.Progress = gr.Progress()) -> t
     if path is None:
         raise gr.Error("No video: upload one, then press Track faces.", print_exception=False)
     try:
-        source = uploaded_file(path, UPLOAD_ROOT, MAX_UPLOAD_BYTES)
+        source = uploaded_file(path, UPLOAD_ROOT, MAX_VIDEO_UPLOAD_BYTES)
     except UploadRefused as refused:
         raise refuse(str(refused), refused.reason, refused.size) from None
     out_mp4, out_json = output_path(".mp4"), output_path(".json")
@@ -358,6 +359,6 @@ UPLOADS.keep_present()  # the examples Gradio copied into its cache while buildi
 UPLOADS.watch()
 
 if __name__ == "__main__":
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_UPLOAD,
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_VIDEO_UPLOAD_BYTES,
                 app_kwargs={"middleware": [Middleware(UploadBodyLimit, max_bytes=UPLOAD_REQUEST_MAX_BYTES,
                                                        after_upload=UPLOADS.prune)]})

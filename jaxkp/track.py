@@ -79,9 +79,13 @@ class FaceTracker:
     """Frames in, faces with stable ids and smoothed keypoints out (see module doc)."""
 
     def __init__(self, pipeline: FaceKeypointPipeline, detect_every: int = 15, smoothing: bool = True,
-                 min_cutoff: float = 1.0, beta: float = 5.0, max_faces: int = 5):
+                 min_cutoff: float = 1.0, beta: float = 5.0, max_faces: int = 5, search_every: int = 3):
         self.pipeline = pipeline
         self.detect_every = detect_every
+        # With no face tracked, the detector looks on every `search_every`-th frame: a
+        # frame without faces costs a whole detection (over 100 ms on a 1280x720 frame
+        # here), and a face that comes into view is found a tenth of a second later.
+        self.search_every = search_every
         self.smoothing = smoothing
         self.min_cutoff, self.beta = min_cutoff, beta
         self.max_faces = max_faces
@@ -89,6 +93,7 @@ class FaceTracker:
         self.frame_index = 0
         self.next_id = 0
         self.detections = 0  # how many frames ran the detector
+        self.idle_frames = 0  # frames in a row with no face tracked (none lost either)
 
     def _new_track(self, box: np.ndarray, points: np.ndarray) -> Track:
         track = Track(self.next_id, box, points, points, OneEuroFilter(self.min_cutoff, self.beta), max(box[2], 1.0))
@@ -115,7 +120,13 @@ class FaceTracker:
                 else:
                     lost = True
             self.tracks = self._without_duplicates(kept)
-        if not self.tracks or lost or self.frame_index % self.detect_every == 0:
+        searching = False
+        if self.tracks or lost:
+            self.idle_frames = 0
+        else:
+            searching = self.idle_frames % self.search_every == 0
+            self.idle_frames += 1
+        if lost or searching or self.frame_index % self.detect_every == 0:
             self._detect(gray)
         for track in self.tracks:
             if self.smoothing:

@@ -231,7 +231,7 @@ def open_video(path: str | Path, budget: VideoBudget = VideoBudget()) -> tuple[V
     # Frames are sampled by their own times to `fps` when a budget caps the rate, so
     # a file that declares one rate and stamps another still gives at most fps x seconds.
     filters = ([f"fps={fps!r}"] if budget.max_fps is not None else []) + [
-        f"scale={size[0]}:{size[1]}:flags=area", "format=rgb24"]
+        f"scale={size[0]}:{size[1]}:flags=bilinear", "format=rgb24"]
     args = ["-loglevel", "error", *_input_args(path, container), "-map", "0:v:0", "-an", "-sn", "-dn",
             "-vf", ",".join(filters)]
     if budget.max_seconds is not None:

@@ -72,7 +72,8 @@ def test_a_turned_box_shows_the_face_upright():
 def test_upright_face_box_levels_a_leaning_face_and_frames_it_as_the_detector(pipeline, astronaut_gray, lean):
     """Keypoints of a face leaning by `lean` degrees: the turn is the one that levels them,
     and the framing shows them exactly as the detector's box frames the level face."""
-    level = pipeline.find_faces(astronaut_gray).reading.keypoints[0]
+    # In float64: the assertions below are about the geometry, not float32 rounding (about 1e-5 px).
+    level = pipeline.find_faces(astronaut_gray).reading.keypoints[0].astype(np.float64)
     leaning = geometry.apply_affine(cv2.getRotationMatrix2D((40.0, 300.0), lean, 1.0), level)
     box, turn = geometry.upright_face_box(leaning)
     level_box, level_turn = geometry.upright_face_box(level)

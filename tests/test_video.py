@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,92 @@ def test_a_tracked_face_that_leans_is_read_levelled(pipeline):
         errors.append(np.linalg.norm(np.array(faces[0]["keypoints"]) - expected, axis=1).mean() / interocular)
     assert np.mean(errors) < 0.02 and np.max(errors) < 0.03
     assert tracker.detections == 3  # the track never lost its face
+
+
+def ffmpeg(*args: str) -> None:
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", *args], check=True,
+                   timeout=300)
+
+
+def test_plain_containers_are_read_and_named_by_their_bytes(tmp_path):
+    from jaxkp.video import container_of, open_video
+
+    clip = write_clip(tmp_path / "clip.mp4", moving_faces_clip(12, size=(320, 240), faces=1, speed=1.0))
+    wanted = {"clip.mp4": "mov", "clip.mkv": "matroska", "clip.webm": "matroska", "clip.avi": "avi",
+              "clip.ts": "mpegts", "clip.mpg": "mpeg"}
+    for name, container in wanted.items():
+        path = tmp_path / name
+        if name != "clip.mp4":
+            codec = {"clip.webm": ["-c:v", "libvpx-vp9"], "clip.mpg": ["-c:v", "mpeg2video"]}.get(name, ["-c", "copy"])
+            ffmpeg("-i", str(clip), *codec, str(path))
+        assert container_of(path.read_bytes()[:1024]) == container, name
+        renamed = tmp_path / ("renamed" + {"mov": ".bin"}.get(container, ".mp4"))  # the name does not matter
+        renamed.write_bytes(path.read_bytes())
+        info, frames = open_video(renamed)
+        with frames:
+            assert info.container == container and len(list(frames)) >= 10, name
+
+
+@pytest.mark.parametrize("content", [
+    b"#EXTM3U\n#EXTINF:2.0,\n/etc/hostname\n#EXT-X-ENDLIST\n",  # HLS
+    b"ffconcat version 1.0\nfile '/etc/hostname'\n",  # concat
+    b"\x89PNG\r\n\x1a\n" + b"\0" * 100,  # an image (image2 reads numbered sequences)
+    b"GIF89a" + b"\0" * 100,
+    b"\x00\x00\x00\x01\x67" + b"\0" * 100,  # a raw H.264 stream: no container at all
+])
+def test_files_that_are_no_plain_container_never_reach_ffmpeg(tmp_path, content):
+    from jaxkp.video import VideoError, open_video
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(content)
+    with pytest.raises(VideoError, match=r"^not a video file \(only MP4/MOV"):
+        open_video(path)
+
+
+def test_the_printed_rate_is_read_in_every_form():
+    from jaxkp.video import parse_probe
+
+    line = ("  Duration: 00:00:59.96, start: 0.000000, bitrate: 112 kb/s\n"
+            "  Stream #0:0[0x1](und): Video: h264 (Constrained Baseline) (avc1 / 0x31637661), yuv420p(progressive), "
+            "64x48 [SAR 1:1 DAR 4:3], 80 kb/s, {rate} fps, {rate} tbr, 16k tbn (default)\n")
+    for rate, fps in (("1k", 1000.0), ("999", 999.0), ("29.97", 29.97), ("2.5k", 2500.0)):
+        probe = parse_probe(line.format(rate=rate))
+        assert (probe.width, probe.height, probe.fps, probe.duration) == (64, 48, fps, 59.96)
+    assert parse_probe("Stream #0:0: Audio: aac, 44100 Hz, stereo") is None
+
+
+def test_a_budget_samples_a_high_rate_down_and_caps_frames_pixels_and_time(tmp_path):
+    from jaxkp.video import VideoBudget, VideoError, open_video
+
+    fast = tmp_path / "fast.mp4"  # 4 s declared at 1000 fps ("1k fps" in ffmpeg's printout)
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=96x64:r=1000", "-frames:v", "4000", "-c:v", "libx264", "-preset",
+           "ultrafast", str(fast))
+    info, frames = open_video(fast, VideoBudget(max_fps=30))
+    with frames:
+        assert info.fps == 30 and 118 <= len(list(frames)) <= 121
+    info, frames = open_video(fast, VideoBudget(max_fps=30, max_seconds=10, max_frames=50))
+    with frames:
+        assert len(list(frames)) == 50
+    with pytest.raises(VideoError, match="the video is 4 s long; the limit is 2 s"):
+        open_video(fast, VideoBudget(max_seconds=2))
+    with pytest.raises(VideoError, match=r"the video's frames are 96x64 pixels; the limit is 0.0 megapixels"):
+        open_video(fast, VideoBudget(max_input_pixels=96 * 63))
+    # The wall-clock budget holds however slowly the frames are used.
+    info, frames = open_video(fast, VideoBudget(max_wall_seconds=1.0))
+    start = time.monotonic()
+    with frames, pytest.raises(VideoError, match="took longer than the 1 s of work"):
+        for _ in frames:
+            time.sleep(0.05)
+    assert time.monotonic() - start < 2.0
+
+
+def test_with_no_face_in_view_the_detector_looks_every_few_frames_and_finds_one_that_appears(pipeline):
+    empty = [np.full((240, 320, 3), 128, np.uint8)] * 30
+    faces = moving_faces_clip(10, size=(320, 240), faces=1, speed=0.0)
+    tracker = FaceTracker(pipeline, search_every=3)
+    counts = [len(tracker(frame, index / 30)) for index, frame in enumerate(empty)]
+    assert counts == [0] * 30 and tracker.detections == 10  # frames 0, 3, ..., 27
+    counts = [len(tracker(frame, (30 + index) / 30)) for index, frame in enumerate(faces)]
+    assert counts[3:] == [1] * 7  # found within three frames of coming into view
