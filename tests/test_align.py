@@ -165,6 +165,7 @@ def test_crops_zip_holds_pngs_and_their_matrices():
         assert cv2.imdecode(np.frombuffer(archive.read("a_0.png"), np.uint8), cv2.IMREAD_COLOR).shape == (32, 32, 3)
 
 
+@pytest.mark.slow
 def test_align_cli_writes_a_crop_per_face_and_their_matrices(pipeline, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
