@@ -105,7 +105,7 @@ def video(args: argparse.Namespace) -> int:
 
     from jaxkp import load_pipeline
     from jaxkp.checkpoint import WeightsError, write_atomic
-    from jaxkp.video import VideoError, process_video
+    from jaxkp.video import VideoBudget, VideoError, process_video
 
     if not args.input.is_file():
         print(f"error: no such file: {args.input}", file=sys.stderr)
@@ -121,7 +121,7 @@ def video(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         try:
-            record = process_video(pipeline, args.input, args.out, args.max_seconds, progress)
+            record = process_video(pipeline, args.input, args.out, VideoBudget(max_seconds=args.max_seconds), progress)
         except VideoError as error:
             print(f"error: {args.input}: {error}", file=sys.stderr)
             return 1
