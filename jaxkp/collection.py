@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -153,6 +154,14 @@ def _start_worker(settings: Settings, threads: int) -> None:
         _WORKER_FAILURE = error
 
 
+def _worker_ready() -> int:
+    """This worker's process id once its pipeline is loaded (or the reason it could not be)."""
+    if _WORKER_READER is None:
+        raise _WORKER_FAILURE or RuntimeError("worker started without its pipeline")
+    time.sleep(0.05)  # long enough for the other workers to take the round's other calls
+    return os.getpid()
+
+
 def _read_in_worker(path: Path) -> dict[str, Any]:
     if _WORKER_READER is None:
         raise _WORKER_FAILURE or RuntimeError("worker started without its pipeline")
@@ -163,9 +172,10 @@ def read_in_processes(paths: Iterable[Path], settings: Settings, workers: int,
                       on_lost: Callable[[Path], None] | None = None) -> Iterator[dict[str, Any]]:
     """Records of `paths` read by `workers` spawned processes, in the order of `paths`,
     with at most a few photos per worker started and not yet taken (memory stays
-    bounded however long the list). A worker that dies (a decoder crash, the memory
-    killer) takes the photos in flight with it: each is passed to `on_lost` and given
-    no record (a later --resume tries it again), and a fresh pool goes on."""
+    bounded however long the list). Returns once every worker has its pipeline, so a
+    progress bar started then times reading only. A worker that dies (a decoder crash,
+    the memory killer) takes the photos in flight with it: each is passed to `on_lost`
+    and given no record (a later --resume tries it again), and a fresh pool goes on."""
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -173,43 +183,55 @@ def read_in_processes(paths: Iterable[Path], settings: Settings, workers: int,
     context = multiprocessing.get_context("spawn")
 
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                    initargs=(settings, threads))
-
-    pool = new_pool()
-    window = 4 * workers
-    breaks = 0  # pools broken since the last photo read
-    pending: deque[tuple[Path, Future]] = deque()
-    remaining = iter(paths)
-    try:
-        while True:
-            while len(pending) < window:
-                path = next(remaining, None)
-                if path is None:
+        try:
+            ready: set[int] = set()
+            for _ in range(4):  # a worker that is ready first may answer twice in a round
+                ready.update(future.result() for future in [pool.submit(_worker_ready) for _ in range(workers)])
+                if len(ready) >= workers:
                     break
-                pending.append((path, pool.submit(_read_in_worker, path)))
-            if not pending:
-                return
-            path, future = pending.popleft()
-            try:
-                record = future.result()
-            except BrokenProcessPool:
-                breaks += 1
-                if breaks > MAX_BREAKS_IN_A_ROW:
-                    raise RuntimeError(f"worker processes died {breaks} times in a row without reading a photo; "
-                                       "out of memory?") from None
-                lost = [path] + [queued for queued, _ in pending]
-                pending.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                for queued in lost:
-                    if on_lost is not None:
-                        on_lost(queued)
-                pool = new_pool()
-                continue
-            breaks = 0
-            yield record
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        return pool
+
+    def records(pool: ProcessPoolExecutor) -> Iterator[dict[str, Any]]:
+        window = 4 * workers
+        breaks = 0  # pools broken since the last photo read
+        pending: deque[tuple[Path, Future]] = deque()
+        remaining = iter(paths)
+        try:
+            while True:
+                while len(pending) < window:
+                    path = next(remaining, None)
+                    if path is None:
+                        break
+                    pending.append((path, pool.submit(_read_in_worker, path)))
+                if not pending:
+                    return
+                path, future = pending.popleft()
+                try:
+                    record = future.result()
+                except BrokenProcessPool:
+                    breaks += 1
+                    if breaks > MAX_BREAKS_IN_A_ROW:
+                        raise RuntimeError(f"worker processes died {breaks} times in a row without reading a "
+                                           "photo; out of memory?") from None
+                    lost = [path] + [queued for queued, _ in pending]
+                    pending.clear()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    for queued in lost:
+                        if on_lost is not None:
+                            on_lost(queued)
+                    pool = new_pool()
+                    continue
+                breaks = 0
+                yield record
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    return records(new_pool())
 
 
 def read_photos(paths: list[Path], settings: Settings, workers: int = 1,
