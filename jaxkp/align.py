@@ -135,11 +135,27 @@ def align_face(rgb: np.ndarray, keypoints: Any, size: int = DEFAULT_SIZE, templa
 def aligned_faces(rgb: np.ndarray, result: dict[str, Any], size: int = DEFAULT_SIZE, template: str = "ffhq"
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(crop, matrix) for each face of a pipeline result, in its order (largest first).
-    `rgb` should be the photo at the result's size (a reduced copy works too, at its own
-    resolution; matrices are then from `rgb`'s pixels)."""
+    `rgb` is the result's photo at any size (a reduced working copy, say): crops come
+    from its pixels, and matrices map the ORIGINAL photo's pixels (the result's) to the crop."""
     image = result["image"]
     scale = np.array([rgb.shape[1] / image["width"], rgb.shape[0] / image["height"]])
-    return [align_face(rgb, np.asarray(face["keypoints"]) * scale, size, template) for face in result["faces"]]
+    aligned = []
+    for face in result["faces"]:
+        crop, matrix = align_face(rgb, np.asarray(face["keypoints"]) * scale, size, template)
+        aligned.append((crop, np.column_stack([matrix[:, :2] * scale[None, :], matrix[:, 2]])))
+    return aligned
+
+
+def zip_aligned(aligned: list[tuple[np.ndarray, np.ndarray]], stem: str, template: str,
+                source: str = "") -> bytes:
+    """A ZIP of aligned_faces' crops, `<stem>_<face index>.png`, and aligned.json with
+    their matrices, as `python -m jaxkp align` writes them (for a download button)."""
+    crops, records = [], []
+    for index, (crop, matrix) in enumerate(aligned):
+        name = f"{stem}_{index}.png"
+        crops.append((name, crop))
+        records.append(crop_record(name, source, index, template, crop.shape[0], matrix))
+    return crops_zip(crops, records)
 
 
 def crops_zip(crops: list[tuple[str, np.ndarray]], records: list[dict[str, Any]]) -> bytes:

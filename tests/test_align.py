@@ -21,11 +21,11 @@ from jaxkp.align import (
     align_face,
     aligned_faces,
     alignment_matrix,
-    crops_zip,
     eye_centres,
     ffhq_quad,
     five_points,
     similarity,
+    zip_aligned,
 )
 from jaxkp.detect import THOROUGH_SOURCES, FaceDetector
 from jaxkp.inference import FaceKeypointPipeline, load_photo
@@ -156,13 +156,26 @@ def test_crops_of_real_faces_put_the_eyes_in_one_place(pipeline, reader, real_30
         assert spread(np.array(eyes)).max() <= most, (template, spread(np.array(eyes)))
 
 
-def test_crops_zip_holds_pngs_and_their_matrices():
-    crop = np.zeros((32, 32, 3), np.uint8)
-    records = [{"file": "a_0.png", "matrix": [[1, 0, 0], [0, 1, 0]]}]
-    with zipfile.ZipFile(io.BytesIO(crops_zip([("a_0.png", crop)], records))) as archive:
-        assert sorted(archive.namelist()) == ["a_0.png", "aligned.json"]
-        assert json.loads(archive.read("aligned.json")) == records
-        assert cv2.imdecode(np.frombuffer(archive.read("a_0.png"), np.uint8), cv2.IMREAD_COLOR).shape == (32, 32, 3)
+def test_crops_of_a_reduced_copy_keep_matrices_from_the_original_photo(pipeline):
+    """The app aligns from its working copy of a large photo: the matrices still start in the original's pixels."""
+    rgb = load_photo(ASTRONAUT)
+    result = pipeline(rgb)
+    (full, full_matrix), = aligned_faces(rgb, result, SIZE)
+    (small, small_matrix), = aligned_faces(cv2.resize(rgb, (300, 300), interpolation=cv2.INTER_AREA), result, SIZE)
+    np.testing.assert_allclose(small_matrix, full_matrix, atol=1e-9)
+    assert np.abs(small.astype(int) - full.astype(int)).mean() < 12  # the same face, from fewer pixels
+
+
+def test_the_zip_holds_each_crop_and_their_matrices():
+    crops = [(np.full((32, 32, 3), 200, np.uint8), np.eye(2, 3)), (np.zeros((32, 32, 3), np.uint8), 2 * np.eye(2, 3))]
+    with zipfile.ZipFile(io.BytesIO(zip_aligned(crops, "photo", "ffhq", "photo.jpg"))) as archive:
+        assert sorted(archive.namelist()) == ["aligned.json", "photo_0.png", "photo_1.png"]
+        records = json.loads(archive.read("aligned.json"))
+        assert [(r["file"], r["face"], r["template"], r["size"], r["source"]) for r in records] == [
+            ("photo_0.png", 0, "ffhq", 32, "photo.jpg"), ("photo_1.png", 1, "ffhq", 32, "photo.jpg")]
+        assert records[1]["matrix"] == [[2, 0, 0], [0, 2, 0]]
+        png = cv2.imdecode(np.frombuffer(archive.read("photo_0.png"), np.uint8), cv2.IMREAD_COLOR)
+        assert png.shape == (32, 32, 3) and png.min() == 200
 
 
 @pytest.mark.slow
