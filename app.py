@@ -14,17 +14,16 @@ bundled checkpoints/.
 
 from __future__ import annotations
 
+import base64
+import ctypes
+import ctypes.util
+import json
 import logging
 import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-
-import base64
-import ctypes
-import ctypes.util
-import json
 
 import cv2
 import gradio as gr
@@ -36,8 +35,8 @@ from jaxkp import load_pipeline
 from jaxkp.draw import annotate, face_crops
 from jaxkp.examples import example_paths
 from jaxkp.inference import MAX_FACES, ImageError, Photo, read_photo
-from jaxkp.track import FaceTracker
 from jaxkp.limits import EndpointLines, UploadBodyLimit, limit_stream_idle
+from jaxkp.track import FaceTracker
 from jaxkp.uploads import NOT_UPLOADED, FolderCap, UploadRefused, read_upload, uploaded_file
 from jaxkp.video import VideoBudget, VideoError, process_video
 

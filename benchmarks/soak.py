@@ -38,12 +38,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from app_process import AppProcess, LiveClient, frame_data_url  # noqa: E402
-from jaxkp.examples import moving_faces_clip  # noqa: E402
-from test_app_video_live import ffmpeg, playlist  # noqa: E402
-from jaxkp.examples import compose_faces  # noqa: E402
+from jaxkp.examples import compose_faces, moving_faces_clip  # noqa: E402
 from photos import ASTRONAUT, CAMERA  # noqa: E402
 from test_app_security import big_jpeg  # noqa: E402
-
+from test_app_video_live import ffmpeg, playlist  # noqa: E402
 
 UPLOADS_CAP = 300_000_000
 

@@ -28,9 +28,14 @@ from flax import nnx
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
-from jaxkp.detect import Faces, FaceDetector, overlap
+from jaxkp.detect import FaceDetector, Faces, overlap
 from jaxkp.geometry import (
-    DETECTOR_BOX_MEDIAN, TRAINING_IMAGE_CROP, box_framing_matrix, detector_box, keypoints_to_image, upright_framings,
+    DETECTOR_BOX_MEDIAN,
+    TRAINING_IMAGE_CROP,
+    box_framing_matrix,
+    detector_box,
+    keypoints_to_image,
+    upright_framings,
     warp_to_input,
 )
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS

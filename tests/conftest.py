@@ -51,13 +51,3 @@ def server(app_module):
     app_module.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     return f"http://127.0.0.1:{port}/"
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks slow, by what they do, the tests whose modules do not mark them: every test of
-    a module that starts the app as its own process (tests/app_process.py), and the video
-    command's end-to-end runs (a new process and ffmpeg each). `pytest -m "not slow"`
-    leaves them out; CI runs everything."""
-    for item in items:
-        module = getattr(item, "module", None)
-        if hasattr(module, "AppProcess") or item.name.startswith("test_video_cli"):
-            item.add_marker(pytest.mark.slow)

@@ -18,6 +18,8 @@ from jaxkp.examples import compose_faces
 from jaxkp.uploads import NOT_UPLOADED
 from photos import ASTRONAUT, exif_rotated_astronaut, save
 
+pytestmark = pytest.mark.slow  # the app in its own process
+
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
@@ -145,7 +147,8 @@ def test_status_says_the_cap_cut_faces_only_when_it_did(app, tmp_path, count, ca
 
 def test_video_and_live_endpoints_refuse_alike(app, tmp_path):
     for api in ("video", "live"):
-        for payload in ({"path": "/etc/hostname"}, {"path": str(ROOT / "app.py"), "meta": {"_type": "gradio.FileData"}}):
+        for payload in ({"path": "/etc/hostname"},
+                        {"path": str(ROOT / "app.py"), "meta": {"_type": "gradio.FileData"}}):
             response = httpx.post(f"{app.url}/gradio_api/call/{api}",
                                   json={"data": [payload] + ([None] if api == "live" else [])}, timeout=10)
             assert app.result(response.json()["event_id"], timeout=10, api=api) == ("error", NOT_UPLOADED)

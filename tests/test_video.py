@@ -71,6 +71,7 @@ def test_one_euro_filter_calms_a_still_signal_and_follows_a_moving_one():
     assert 0 <= lag_frames < 1.5
 
 
+@pytest.mark.slow  # a new process and ffmpeg
 def test_video_cli_writes_a_record_per_frame_and_a_playable_mp4(tmp_path):
     import imageio_ffmpeg
 
@@ -90,6 +91,7 @@ def test_video_cli_writes_a_record_per_frame_and_a_playable_mp4(tmp_path):
     assert meta["codec"] == "h264"
 
 
+@pytest.mark.slow  # a new process and ffmpeg per file
 @pytest.mark.parametrize("content, message", [
     (b"these are not the frames you are looking for", "not a video file"),
     (b"", "not a video file"),
@@ -103,6 +105,7 @@ def test_video_cli_refuses_bad_files_with_a_message(tmp_path, content, message):
     assert not (tmp_path / "o.json").exists()
 
 
+@pytest.mark.slow  # a new process and ffmpeg
 def test_video_cli_refuses_a_damaged_and_a_too_long_video(tmp_path):
     clip = write_clip(tmp_path / "clip.mp4", moving_faces_clip(60, size=(320, 240), faces=1, speed=1.0))
     damaged = tmp_path / "damaged.mp4"
