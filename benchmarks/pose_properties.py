@@ -4,7 +4,9 @@
 
 No pose ground truth is at hand, so this measures what must hold whatever the true
 angles are: a mirrored photo negates yaw and roll and keeps pitch, and a photo turned
-by t degrees about its centre shifts roll by t and keeps yaw and pitch. Each photo is
+by t degrees about its centre shifts roll by t and keeps yaw and pitch. "vs mark-up"
+compares the pose from the pipeline's points with the pose from the photo's hand
+mark-up (the same model and camera): what the network's point errors cost. Each photo is
 first centred on a square canvas as long as its diagonal, so the turned copies keep
 every corner and the same camera (focal length and principal point: jaxkp.pose).
 The face scored is the one nearest the labelled face's centre; a photo where the
@@ -26,6 +28,7 @@ import numpy as np  # noqa: E402
 
 from jaxkp import load_pipeline  # noqa: E402
 from jaxkp.inference import load_photo  # noqa: E402
+from jaxkp.pose import head_pose  # noqa: E402
 
 
 def on_square_canvas(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +73,10 @@ def symmetry_errors(pipeline, rgb: np.ndarray, points: np.ndarray, turn: float) 
         errors.setdefault("turn roll", []).append(face["pose"]["roll"] - (pose["roll"] - angle))
         errors.setdefault("turn yaw", []).append(face["pose"]["yaw"] - pose["yaw"])
         errors.setdefault("turn pitch", []).append(face["pose"]["pitch"] - pose["pitch"])
+    # The hand mark-up's pose, in the same camera: how far the network's points move the angles.
+    marked = head_pose(points @ matrix[:, :2].T + matrix[:, 2], (side, side))
+    for name in ("yaw", "pitch", "roll"):
+        errors[f"vs mark-up {name}"] = [pose[name] - marked[name]]
     errors["pose"] = [pose["yaw"], pose["pitch"], pose["roll"]]
     return errors
 
@@ -77,11 +84,12 @@ def symmetry_errors(pipeline, rgb: np.ndarray, points: np.ndarray, turn: float) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="a folder in the 300-W layout")
-    parser.add_argument("--count", type=int, default=50, help="the first COUNT photos in file-name order")
+    parser.add_argument("--count", type=int, default=50, help="COUNT photos spread evenly over the sorted names")
     parser.add_argument("--turn", type=float, default=20.0, help="turn the photos by +- this many degrees")
     args = parser.parse_args()
     with (args.data_dir / "training_frames_keypoints.csv").open(newline="") as file:
-        rows = sorted(list(csv.reader(file))[1:])[: args.count]
+        rows = sorted(list(csv.reader(file))[1:])
+    rows = rows[:: max(1, len(rows) // args.count)][: args.count]
     pipeline = load_pipeline()
     totals: dict[str, list[float]] = {}
     missed = 0

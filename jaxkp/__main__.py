@@ -58,7 +58,7 @@ def align(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxkp import load_pipeline
-    from jaxkp.align import align_face, crop_record, png_bytes
+    from jaxkp.align import align_face, crop_record, png_bytes, records_json
     from jaxkp.checkpoint import WeightsError, write_atomic
     from jaxkp.collection import expand
     from jaxkp.inference import ImageError, load_photo
@@ -95,7 +95,7 @@ def align(args: argparse.Namespace) -> int:
             name = f"{stem}_{index}.png"
             write_atomic(args.out / name, png_bytes(crop))
             records.append(crop_record(name, str(path), index, args.template, args.size, matrix))
-    write_atomic(args.out / "aligned.json", (json.dumps(records, indent=1) + "\n").encode())
+    write_atomic(args.out / "aligned.json", records_json(records).encode())
     print(f"{len(records)} aligned face(s) from {len(paths) - failures} image(s) -> {args.out}")
     return 1 if failures and failures == len(paths) else 0
 

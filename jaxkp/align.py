@@ -164,8 +164,13 @@ def crops_zip(crops: list[tuple[str, np.ndarray]], records: list[dict[str, Any]]
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
         for name, crop in crops:
             archive.writestr(name, png_bytes(crop))
-        archive.writestr("aligned.json", json.dumps(records, indent=1) + "\n")
+        archive.writestr("aligned.json", records_json(records))
     return buffer.getvalue()
+
+
+def records_json(records: list[dict[str, Any]]) -> str:
+    """aligned.json's text: a list with one crop's record per line."""
+    return "[\n" + ",\n".join(json.dumps(record) for record in records) + ("\n]\n" if records else "]\n")
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
