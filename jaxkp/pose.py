@@ -56,6 +56,9 @@ MIRROR = np.array(
 )
 NOSE_TIP = 30
 JAW, INNER = np.arange(0, 17), np.arange(17, 68)
+# Points spread less than this (root mean square, pixels) hold no pose: a face a few
+# pixels across, or a degenerate input.
+MIN_SPREAD_PX = 1.0
 # Adult mean distance between the outer eye corners (exocanthion to exocanthion), mm.
 OUTER_EYE_CORNERS_MM = 90.0
 
@@ -92,18 +95,28 @@ def camera_matrix(image_size: tuple[int, int]) -> np.ndarray:
 def fit_pose(keypoints: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Rotation (3, 3) and translation (3,) (mm) of MEAN_FACE that project closest to
     `keypoints` (68, 2) (photo pixels, continuous: pixel i spans [i, i+1)) in the
-    assumed camera: least squares of the reprojection error over all 68 points."""
+    assumed camera: least squares of the reprojection error over all 68 points.
+    Raises ValueError for points no pose can fit (all in one spot, not finite)."""
     points = np.ascontiguousarray(keypoints, np.float64).reshape(-1, 1, 2)
+    if points.shape[0] != len(MEAN_FACE) or not np.isfinite(points).all():
+        raise ValueError(f"head pose needs {len(MEAN_FACE)} finite points, not {points.shape[0]}")
+    if np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=-1).mean()) < MIN_SPREAD_PX:
+        raise ValueError("the points are all in one spot")
     camera = camera_matrix(image_size)
-    # SQPnP finds the global minimum of its objective without a starting guess, so
-    # a face in profile does not fall into the mirror-image local minimum the way a
-    # plain iterative start can; Levenberg-Marquardt then minimises the reprojection
-    # error itself.
-    found, rvec, tvec = cv2.solvePnP(MEAN_FACE, points, camera, None, flags=cv2.SOLVEPNP_SQPNP)
-    if not found:
-        found, rvec, tvec = cv2.solvePnP(MEAN_FACE, points, camera, None, flags=cv2.SOLVEPNP_ITERATIVE)
-    rvec, tvec = cv2.solvePnPRefineLM(MEAN_FACE, points, camera, None, rvec, tvec)
-    return cv2.Rodrigues(rvec)[0], tvec.ravel()
+    # SQPnP finds the global minimum of its objective without a starting guess (a plain
+    # iterative start falls into the mirror-image minimum for many turned faces); it
+    # refuses points spread over very little of the view (a face a few pixels across in
+    # a large photo), where EPnP still works. Levenberg-Marquardt then minimises the
+    # reprojection error itself.
+    for method in (cv2.SOLVEPNP_SQPNP, cv2.SOLVEPNP_EPNP):
+        try:
+            found, rvec, tvec = cv2.solvePnP(MEAN_FACE, points, camera, None, flags=method)
+        except cv2.error:
+            continue
+        if found and np.isfinite(rvec).all() and np.isfinite(tvec).all():
+            rvec, tvec = cv2.solvePnPRefineLM(MEAN_FACE, points, camera, None, rvec, tvec)
+            return cv2.Rodrigues(rvec)[0], tvec.ravel()
+    raise ValueError("no head pose fits these points (are they all in one spot?)")
 
 
 def euler_angles(rotation: np.ndarray) -> dict[str, float]:
@@ -124,11 +137,15 @@ def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def head_pose(keypoints: Any, image_size: tuple[int, int]) -> dict[str, float]:
+def head_pose(keypoints: Any, image_size: tuple[int, int]) -> dict[str, float] | None:
     """{"yaw", "pitch", "roll"} in degrees (module doc) of a face's 68 keypoints in a photo
     of `image_size` = (width, height): the ORIGINAL photo's size and pixels, since the
-    camera's principal point and focal length come from it."""
-    rotation, _ = fit_pose(np.asarray(keypoints, np.float64), image_size)
+    camera's principal point and focal length come from it. None for points no pose
+    fits (all in one spot), which no face the pipeline finds has."""
+    try:
+        rotation, _ = fit_pose(np.asarray(keypoints, np.float64), image_size)
+    except ValueError:
+        return None
     return {name: round(value, 1) for name, value in euler_angles(rotation).items()}
 
 

@@ -19,6 +19,7 @@ from jaxkp.pose import (
     MEAN_FACE,
     MIRROR,
     NOSE_TIP,
+    camera_matrix,
     derive_mean_face,
     describe_pose,
     euler_angles,
@@ -95,6 +96,19 @@ def test_pose_needs_no_particular_resolution():
     points = seen_at(30, -10, 5, (60, 40, 700))
     small, large = head_pose(points, SIZE), head_pose(points * 3, (SIZE[0] * 3, SIZE[1] * 3))
     assert small == large
+
+
+def test_a_face_a_few_pixels_across_in_a_large_photo_has_its_pose_and_no_points_have_none():
+    """SQPnP refuses points spread over so little of the view; the EPnP start still fits them."""
+    points = seen_at(40, -10, 15, (300, 200, 40000), size=(4000, 3000))
+    assert np.linalg.norm(points[45] - points[36]) < 10  # as small as the detector's smallest faces
+    with pytest.raises(cv2.error):
+        cv2.solvePnP(MEAN_FACE, points, camera_matrix((4000, 3000)), None, flags=cv2.SOLVEPNP_SQPNP)
+    pose = head_pose(points, (4000, 3000))
+    np.testing.assert_allclose([pose["yaw"], pose["pitch"], pose["roll"]], [40, -10, 15], atol=0.2)
+    assert head_pose(np.zeros((68, 2)), SIZE) is None
+    assert head_pose(np.full((68, 2), np.nan), SIZE) is None
+    assert head_pose(np.ones((5, 2)), SIZE) is None
 
 
 def test_mirrored_points_negate_yaw_and_roll():
