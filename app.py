@@ -35,7 +35,7 @@ from jaxkp import load_pipeline
 from jaxkp.draw import annotate, face_crops
 from jaxkp.examples import example_paths
 from jaxkp.inference import MAX_FACES, ImageError, Photo, read_photo
-from jaxkp.limits import EndpointLines, UploadBodyLimit, limit_stream_idle
+from jaxkp.limits import BodyLimit, EndpointLines, limit_stream_idle
 from jaxkp.track import FaceTracker
 from jaxkp.uploads import NOT_UPLOADED, FolderCap, UploadRefused, read_upload, uploaded_file
 from jaxkp.video import VideoBudget, VideoError, process_video
@@ -82,6 +82,8 @@ OUTPUT_MAX_BYTES = 64_000_000
 # most one file's worth.
 UPLOADS_MAX_BYTES = int(os.environ.get("JAXKP_UPLOADS_MAX_BYTES", 1_000_000_000))
 UPLOAD_REQUEST_MAX_BYTES = MAX_VIDEO_UPLOAD_BYTES + 1_000_000
+# Any other request body: a JSON payload, or a live frame inline (at most 4 MB, in base64).
+REQUEST_MAX_BYTES = 8_000_000
 UPLOADS = FolderCap(UPLOAD_ROOT, UPLOADS_MAX_BYTES)
 # What one video may cost, set by the server, never by the file: 60 s of media, at
 # most 30 analysed frames a second (1,800 in all), frames up to 4K (reduced by ffmpeg
@@ -347,7 +349,10 @@ def build_app() -> gr.Blocks:
                       preprocess=False, show_progress="hidden")
         track_button.click(video, inputs=clip, outputs=[tracked, frames_json, video_status], api_name="video",
                            concurrency_limit=1, preprocess=False)
-    app.queue(default_concurrency_limit=CONCURRENCY)
+    # api_open=False: the REST routes that would run a function outside the queue
+    # (/gradio_api/run/..., /gradio_api/api/...) and so past every limit here are closed
+    # (Gradio closes them on a Space by itself, not elsewhere).
+    app.queue(default_concurrency_limit=CONCURRENCY, api_open=False)
     EndpointLines.install(app._queue, WAITING, BUSY)
     return app
 
@@ -359,5 +364,5 @@ UPLOADS.watch()
 
 if __name__ == "__main__":
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_VIDEO_UPLOAD_BYTES,
-                app_kwargs={"middleware": [Middleware(UploadBodyLimit, max_bytes=UPLOAD_REQUEST_MAX_BYTES,
-                                                       after_upload=UPLOADS.prune)]})
+                app_kwargs={"middleware": [Middleware(BodyLimit, upload_bytes=UPLOAD_REQUEST_MAX_BYTES,
+                                                       other_bytes=REQUEST_MAX_BYTES, after_upload=UPLOADS.prune)]})

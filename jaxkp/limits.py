@@ -9,9 +9,11 @@ takes an upload of any number of files. Three guards, installed by the app:
   flood on one endpoint never fills another's line.
 - `limit_stream_idle`: a stream whose client sends no frame for a few seconds is
   closed, and its place freed.
-- `UploadBodyLimit`: an upload request larger than a limit is cut off (HTTP 413)
-  while it arrives, not after it was written to disk; after each upload, a
-  callback (the app's upload folder cap) runs.
+- `BodyLimit`: a request body larger than a limit (one for uploads, a small one
+  for everything else: a JSON payload or a live frame) is cut off (HTTP 413) while
+  it arrives, before it is written to disk or parsed in memory; after each upload,
+  a callback (the app's upload folder cap) runs; a client that drops its upload
+  costs one log line, not a traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from gradio import queueing, route_utils
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("jaxkp.app")
 
@@ -76,23 +79,27 @@ class PayloadTooLarge(Exception):
     pass
 
 
-class UploadBodyLimit:
-    """ASGI middleware: a request to an upload route whose body passes `max_bytes` is
-    answered 413; a declared Content-Length over it before anything is read."""
+class BodyLimit:
+    """ASGI middleware: a request whose body passes its limit (`upload_bytes` on an
+    upload route, `other_bytes` elsewhere) is answered 413; a declared Content-Length
+    over it before anything is read."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int, path_suffix: str = "/upload",
-                 after_upload: Callable[[], object] | None = None):
-        self.app, self.max_bytes, self.path_suffix = app, max_bytes, path_suffix
+    def __init__(self, app: Callable[..., Awaitable[None]], upload_bytes: int, other_bytes: int,
+                 upload_suffix: str = "/upload", after_upload: Callable[[], object] | None = None):
+        self.app, self.upload_suffix = app, upload_suffix
+        self.upload_bytes, self.other_bytes = upload_bytes, other_bytes
         self.after_upload = after_upload  # e.g. FolderCap.prune: the folder's cap holds upload by upload
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
-        if scope["type"] != "http" or not scope.get("path", "").rstrip("/").endswith(self.path_suffix):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope.get("path", "").rstrip("/").endswith(self.upload_suffix)
+        limit = self.upload_bytes if upload else self.other_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(send, limit)
             return
         received = 0
         started = False
@@ -102,7 +109,7 @@ class UploadBodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise PayloadTooLarge
             return message
 
@@ -114,15 +121,17 @@ class UploadBodyLimit:
         try:
             await self.app(scope, limited_receive, tracked_send)
         except PayloadTooLarge:
-            log.info("refused an upload of over %d bytes", self.max_bytes)
+            log.info("refused a request body of over %d bytes (%s)", limit, scope.get("path"))
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
+        except ClientDisconnect:
+            log.info("a client dropped its request while sending it (%s)", scope.get("path"))
         finally:
-            if self.after_upload is not None:
+            if upload and self.after_upload is not None:
                 await asyncio.to_thread(self.after_upload)
 
-    async def _refuse(self, send: Callable[[dict], Awaitable[None]]) -> None:
-        body = f'{{"detail": "Upload too large: at most {self.max_bytes // 1_000_000} MB per request."}}'.encode()
+    async def _refuse(self, send: Callable[[dict], Awaitable[None]], limit: int) -> None:
+        body = f'{{"detail": "Request too large: at most {limit / 1e6:g} MB."}}'.encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

@@ -85,6 +85,11 @@ class FolderCap:
     # A folder emptied by pruning is removed only once this old: an upload that has
     # just made it may be about to move its file in.
     EMPTY_FOLDER_MIN_AGE_S = 60.0
+    # Gradio writes an arriving upload to a temporary file ("tmp...") at the folder's
+    # top, then moves it into a folder of its own. Such a file written to this recently
+    # is an upload still arriving: deleting it would lose that upload (the request body
+    # limit bounds how much these hold).
+    BEING_WRITTEN_S = 2.0
 
     def __init__(self, root: str | os.PathLike, max_bytes: int):
         self.root = os.path.realpath(root)
@@ -132,10 +137,11 @@ class FolderCap:
         freed = 0
         with self._lock:
             busy = set(self._in_use) | self._kept
-        for _, size, path in files:
+        recent = time.time() - self.BEING_WRITTEN_S
+        for modified, size, path in files:
             if total <= self.max_bytes:
                 break
-            if path in busy:
+            if path in busy or (modified > recent and self._arriving(path)):
                 continue
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -144,6 +150,10 @@ class FolderCap:
         if freed:
             self._remove_empty_folders()
         return freed
+
+    def _arriving(self, path: str) -> bool:
+        folder, name = os.path.split(path)
+        return folder == self.root and name.startswith("tmp")
 
     def _remove_empty_folders(self) -> None:
         now = time.time()

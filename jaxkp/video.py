@@ -132,9 +132,11 @@ def _ffmpeg_command(args: list[str], max_bytes: int | None) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", _LIMITED_EXEC, str(max_bytes), _ffmpeg_exe(), *args]
 
 
-def _input_args(path: Path, container: str) -> list[str]:
-    """ffmpeg's options for reading `path` as `container` and nothing else."""
-    return ["-nostdin", "-hide_banner", "-protocol_whitelist", "file", "-f", container, "-i", f"file:{path}"]
+def _input_args(path: Path, container: str, max_pixels: int | None = None) -> list[str]:
+    """ffmpeg's options for reading `path` as `container` and nothing else; the decoder
+    refuses frames over `max_pixels` (also one that grows mid-stream)."""
+    limit = [] if max_pixels is None else ["-max_pixels", str(max_pixels)]
+    return ["-nostdin", "-hide_banner", "-protocol_whitelist", "file", *limit, "-f", container, "-i", f"file:{path}"]
 
 
 @dataclass
@@ -152,15 +154,18 @@ def _rate(text: str) -> float:
 
 def parse_probe(text: str) -> _Probe | None:
     """The first video stream's size and rate, and the duration, from ffmpeg's header
-    printout; None if it names no video stream."""
-    stream = re.search(r"Stream #\d+:\d+.*?: Video: (.*)", text)
+    printout; None if it names no video stream. Only ffmpeg's own lines count: they
+    start at a fixed indent, while a file's metadata, which may hold line breaks and
+    text made to look like them, is printed indented further (so the decoder's
+    `-max_pixels` still guards the size, and `-t` the duration)."""
+    stream = re.search(r"^  Stream #\d+:\d+\S*: Video: (.*)$", text, re.MULTILINE)
     if stream is None:
         return None
     size = re.search(r", (\d{1,6})x(\d{1,6})[ ,\[]", stream.group(1) + " ")
     if size is None:
         return None
     rate = re.search(r", ([\d.]+k?) fps", stream.group(1)) or re.search(r", ([\d.]+k?) tbr", stream.group(1))
-    duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
+    duration = re.search(r"^  Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text, re.MULTILINE)
     seconds = 0.0
     if duration is not None:
         hours, minutes, secs = duration.groups()
@@ -181,7 +186,7 @@ def working_size(width: int, height: int) -> tuple[int, int]:
 def _reason(lines: list[str] | deque[str], path: Path) -> str:
     """ffmpeg's last error, without the server's path: what the client may be told."""
     for line in reversed(lines):
-        line = line.strip()
+        line = re.sub(r"\[[^\]]* @ 0x[0-9a-f]+\]\s*", "", line).strip()  # ffmpeg's "[dec:h264 @ 0x55...]"
         if line and not line.startswith("At least one output file"):
             return line.replace(f"file:{path}", "").replace(str(path), "").lstrip(": ").strip()[:200]
     return "ffmpeg could not read it"
@@ -232,7 +237,8 @@ def open_video(path: str | Path, budget: VideoBudget = VideoBudget()) -> tuple[V
     # a file that declares one rate and stamps another still gives at most fps x seconds.
     filters = ([f"fps={fps!r}"] if budget.max_fps is not None else []) + [
         f"scale={size[0]}:{size[1]}:flags=bilinear", "format=rgb24"]
-    args = ["-loglevel", "error", *_input_args(path, container), "-map", "0:v:0", "-an", "-sn", "-dn",
+    args = ["-loglevel", "error", *_input_args(path, container, budget.max_input_pixels), "-map", "0:v:0", "-an",
+            "-sn", "-dn",
             "-vf", ",".join(filters)]
     if budget.max_seconds is not None:
         args += ["-t", f"{budget.max_seconds:g}"]

@@ -10,6 +10,8 @@ import base64
 import io
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -90,6 +92,14 @@ class AppProcess:
             data = data.get("error") if isinstance(data, dict) else data
         return event, data
 
+    def raw_post(self, path: str, headers: dict[str, str], body: bytes = b"") -> int:
+        """A POST written by hand (a client may declare any length): the status code."""
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as connection:
+            connection.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode() + body)
+            answer = connection.recv(4096).decode("latin-1")
+        return int(answer.split(" ", 2)[1])
+
     def call(self, payload: object, timeout: float = 60, api: str = "predict") -> tuple[str, object]:
         response = self.submit(payload, api)
         response.raise_for_status()
@@ -119,7 +129,14 @@ class AppProcess:
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
 
     def disk_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.upload_root.rglob("*") if p.is_file() and not p.is_symlink())
+        total = 0
+        for path in self.upload_root.rglob("*"):
+            try:  # the app may delete a file between the listing and its size
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+        return total
 
 
 def frame_data_url(rgb: np.ndarray, format: str = "JPEG") -> str:

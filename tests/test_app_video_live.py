@@ -157,9 +157,9 @@ def test_a_live_frame_over_2_megapixels_is_refused_unread(app):
 def test_an_oversized_upload_is_cut_off_as_it_arrives(app, served):
     limit = served.UPLOAD_REQUEST_MAX_BYTES
     # Declared too large: refused before a byte of the body is read.
-    response = httpx.post(app.url + "/gradio_api/upload", content=b"x" * 1000,
-                          headers={"content-length": str(10 * limit), "content-type": "multipart/form-data; b=x"})
-    assert response.status_code == 413
+    status = app.raw_post("/gradio_api/upload", {"Content-Length": str(10 * limit),
+                                                 "Content-Type": "multipart/form-data; boundary=b"}, b"--b\r\n")
+    assert status == 413
     # Sent chunked, with no length declared: cut off once past the limit; what it left
     # on disk goes with the folder's cap.
 
@@ -192,5 +192,27 @@ def test_the_upload_folder_stays_under_its_cap_and_real_uploads_still_work(app, 
     print(f"upload folder after 288 MB of uploads: {app.disk_bytes() / 1e6:.0f} MB (peak {peak / 1e6:.0f} MB)")
     assert app.disk_bytes() <= UPLOADS_CAP
     assert peak <= UPLOADS_CAP + 2 * 25e6
+    event, outputs = app.call_file(ASTRONAUT)
+    assert event == "complete" and len(outputs[2]["faces"]) == 1
+
+
+def test_no_route_runs_a_function_outside_the_queue(app):
+    """/gradio_api/run/<api> and /gradio_api/api/<api> would run a function at once, past
+    every place and line: six videos ran at once that way."""
+    payload = {"data": [{"path": str(ASTRONAUT), "meta": FILE_DATA}]}
+    for route in ("run", "api"):
+        for api in ("predict", "video", "live"):
+            response = httpx.post(f"{app.url}/gradio_api/{route}/{api}", json=payload, timeout=30)
+            assert response.status_code >= 400, (route, api, response.status_code)
+            assert "faces" not in response.text
+
+
+def test_a_large_body_is_refused_on_every_route(app):
+    junk = {"data": [{"path": "x" * 20_000_000}]}
+    for route in ("/gradio_api/call/predict", "/gradio_api/queue/join", "/gradio_api/stream/nope"):
+        start = time.monotonic()
+        response = httpx.post(app.url + route, json=junk, timeout=60)
+        assert response.status_code == 413, route
+        assert time.monotonic() - start < 10
     event, outputs = app.call_file(ASTRONAUT)
     assert event == "complete" and len(outputs[2]["faces"]) == 1

@@ -253,3 +253,37 @@ def test_with_no_face_in_view_the_detector_looks_every_few_frames_and_finds_one_
     assert counts == [0] * 30 and tracker.detections == 10  # frames 0, 3, ..., 27
     counts = [len(tracker(frame, (30 + index) / 30)) for index, frame in enumerate(faces)]
     assert counts[3:] == [1] * 7  # found within three frames of coming into view
+
+
+def test_metadata_made_to_look_like_ffmpeg_lines_is_not_read_as_them():
+    from jaxkp.video import parse_probe
+
+    printout = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'file:spoof.mp4':
+  Metadata:
+    major_brand     : isom
+    title           : x, 64x64, 1 fps
+                    :   Duration: 00:00:01.00, start: 0
+                    :   Stream #0:0: Video: h264, yuv420p, 64x64, 25 fps, 25 tbr
+  Duration: 00:00:02.00, start: 0.000000, bitrate: 11 kb/s
+  Stream #0:0[0x1](und): Video: h264 (Constrained Baseline) (avc1 / 0x31637661), yuv420p(progressive), 8192x8192 \
+[SAR 1:1 DAR 1:1], 8 kb/s, 10 fps, 10 tbr, 10240 tbn (default)
+"""
+    probe = parse_probe(printout)
+    assert (probe.width, probe.height, probe.fps, probe.duration) == (8192, 8192, 10.0, 2.0)
+
+
+def test_frames_that_grow_past_the_pixel_budget_mid_stream_are_not_decoded(tmp_path):
+    from jaxkp.video import VideoBudget, open_video
+
+    small, large = tmp_path / "small.ts", tmp_path / "large.ts"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=160x120:r=10", "-frames:v", "20", "-c:v", "libx264", str(small))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=2400x1800:r=10", "-frames:v", "5", "-c:v", "libx264", "-preset",
+           "ultrafast", "-output_ts_offset", "3", str(large))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(small.read_bytes() + large.read_bytes())  # what `cat` makes: one stream, two sizes
+    info, frames = open_video(joined, VideoBudget(max_input_pixels=1_000_000))
+    with frames:
+        assert (info.width, info.height) == (160, 120) and len(list(frames)) == 20
+    info, frames = open_video(joined)
+    with frames:
+        assert len(list(frames)) > 20  # without the budget the large frames are decoded too

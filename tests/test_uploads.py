@@ -1,0 +1,45 @@
+"""The upload folder's cap (jaxkp.uploads.FolderCap), on a folder of generated files."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from jaxkp.uploads import FolderCap
+
+
+def write(path: Path, size: int, age_s: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    stamp = time.time() - age_s
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def disk_size(*paths: Path) -> int:
+    return sum(os.lstat(path).st_blocks * 512 for path in paths)
+
+
+def test_the_oldest_unused_files_go_first_until_the_folder_is_under_its_cap(tmp_path):
+    example = write(tmp_path / "cache" / "example.png", 40_000, age_s=500)
+    cap = FolderCap(tmp_path, max_bytes=0)
+    cap.keep_present()  # the app's example, there from the start
+    oldest = write(tmp_path / "a" / "oldest.jpg", 30_000, age_s=300)
+    in_use = write(tmp_path / "b" / "video.mp4", 30_000, age_s=200)
+    older = write(tmp_path / "c" / "older.jpg", 30_000, age_s=100)
+    newer = write(tmp_path / "d" / "newer.jpg", 30_000, age_s=50)
+    arriving = write(tmp_path / "tmpupload", 30_000, age_s=0)  # an upload still being written
+    cap.max_bytes = disk_size(example, in_use, older, newer, arriving) - 1  # one file too many
+    with cap.in_use(in_use):
+        freed = cap.prune()
+    assert not oldest.exists() and not older.exists()
+    assert example.exists() and in_use.exists() and newer.exists() and arriving.exists()
+    assert freed == disk_size(in_use) * 2  # two files of that size
+    # Under the cap nothing more goes, and a folder that pruning emptied goes once it is old.
+    assert cap.prune() == 0 and newer.exists()
+    assert (tmp_path / "a").exists()
+    os.utime(tmp_path / "a", (time.time() - 120, time.time() - 120))
+    write(tmp_path / "e" / "more.jpg", 40_000, age_s=10)
+    cap.prune()
+    assert not (tmp_path / "a").exists() and not in_use.exists()  # no longer in use: the oldest left
