@@ -22,9 +22,9 @@ mirrored photo negates yaw and roll and keeps pitch, because the model is symmet
 The camera is a pinhole with square pixels, the principal point at the image centre,
 and a focal length of the image's longer side in pixels (a horizontal field of view
 of about 53 degrees, as a phone's main camera or a 35 mm lens on a full-frame
-camera). A photo's true focal length is seldom known; a wrong one mostly scales the
-distance, which this module does not report, and changes the angles by a degree or two
-for faces off the image centre.
+camera). A photo's true focal length is seldom known; a wrong one changes the distance
+most (not reported) and the angles some, more for faces away from the image centre
+(docs/pose-align-collections.md has figures).
 
 The 3-D model (MEAN_FACE) is the mean shape of the 300-W training mark-up (1675 faces
 and their mirror images, LFPW and HELEN photos), recovered from the 2-D points alone by
