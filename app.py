@@ -32,10 +32,12 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from jaxkp import load_pipeline
+from jaxkp.align import aligned_faces, zip_aligned
 from jaxkp.draw import annotate, face_crops
 from jaxkp.examples import example_paths
 from jaxkp.inference import MAX_FACES, ImageError, Photo, read_photo
 from jaxkp.limits import BodyLimit, EndpointLines, limit_stream_idle
+from jaxkp.pose import describe_pose
 from jaxkp.track import FaceTracker
 from jaxkp.uploads import NOT_UPLOADED, FolderCap, UploadRefused, read_upload, uploaded_file
 from jaxkp.video import VideoBudget, VideoError, process_video
@@ -60,7 +62,7 @@ JPEG_QUALITY = 90
 # Videos: one at a time, two waiting. Live: a place per stream, held only while its
 # frames arrive (STREAM_IDLE_S), so several streams share the cores.
 CONCURRENCY = 2
-WAITING = {"predict": 16, "video": 2, "live": 4}
+WAITING = {"predict": 24, "video": 2, "live": 4}
 BUSY = {"predict": "The app is busy: too many photos are waiting. Try again in a moment.",
         "video": "Busy: other videos are being tracked. Try again soon.",
         "live": "Busy: too many live streams. Try again soon."}
@@ -181,8 +183,13 @@ def read_request_photo(photo: str | dict | None) -> Photo:
         raise refuse(f"Cannot use this file: {error}", str(error), len(content)) from None
 
 
-def predict(photo: str | dict | None) -> tuple[str, list[str], dict[str, Any], str]:
-    """Faces and keypoints for one photo: (annotated JPEG, face crops, result JSON, status)."""
+# The app's aligned faces: FFHQ's alignment at this size (the CLI's `align` makes either template).
+ALIGNED_SIZE = 256
+
+
+def predict(photo: str | dict | None) -> tuple[str, list[str], dict[str, Any], str, dict[str, Any]]:
+    """Faces and keypoints for one photo: (annotated JPEG, face crops, result JSON, status, the
+    aligned faces' files for `show_aligned`, kept in the session, not sent)."""
     prune_outputs()  # first, so refused requests prune too
     try:
         return annotated_outputs(read_request_photo(photo))
@@ -190,8 +197,8 @@ def predict(photo: str | dict | None) -> tuple[str, list[str], dict[str, Any], s
         release_memory()
 
 
-def annotated_outputs(image: Photo) -> tuple[str, list[str], dict[str, Any], str]:
-    """The four outputs for a decoded photo; the annotated image at display size."""
+def annotated_outputs(image: Photo) -> tuple[str, list[str], dict[str, Any], str, dict[str, Any]]:
+    """predict's outputs for a decoded photo; the annotated image at display size."""
     # One face more than shown tells whether the cap cut any off.
     result = PIPELINE(image, max_faces=MAX_FACES + 1)
     capped = len(result["faces"]) > MAX_FACES
@@ -206,12 +213,30 @@ def annotated_outputs(image: Photo) -> tuple[str, list[str], dict[str, Any], str
     shown = display_copy(image.rgb)
     crops = [(write_jpeg(crop), caption(index, face))
              for index, (crop, face) in enumerate(zip(face_crops(shown, result, PIPELINE.model.crop), result["faces"]))]
-    return write_jpeg(annotate(shown, result)), crops, result, status
+    return write_jpeg(annotate(shown, result, pose_axes=True)), crops, result, status, aligned_files(image, result)
+
+
+def aligned_files(image: Photo, result: dict[str, Any]) -> dict[str, Any]:
+    """Each face aligned (FFHQ), as gallery JPEGs and one ZIP of PNGs with aligned.json."""
+    if not result["faces"]:
+        return {"gallery": [], "zip": None}
+    aligned = aligned_faces(image.rgb, result, ALIGNED_SIZE, "ffhq")
+    archive = output_path(".zip")
+    archive.write_bytes(zip_aligned(aligned, "face", "ffhq"))
+    return {"gallery": [(write_jpeg(crop), f"face {index + 1}") for index, (crop, _) in enumerate(aligned)],
+            "zip": str(archive)}
+
+
+def show_aligned(files: dict[str, Any] | None) -> tuple[list, str | None]:
+    """The aligned faces that the last photo request made (the session's state)."""
+    files = files or {"gallery": [], "zip": None}
+    return files["gallery"], files["zip"]
 
 
 def caption(index: int, face: dict[str, Any]) -> str:
-    """A face's gallery caption: its number and the network's face score."""
-    return f"face {index + 1}" + ("" if face.get("score") is None else f", score {face['score']:.2f}")
+    """A face's gallery caption: its number, the network's face score and its head pose."""
+    return (f"face {index + 1}" + ("" if face.get("score") is None else f", score {face['score']:.2f}")
+            + (f"; {describe_pose(face['pose'])}" if face.get("pose") else ""))
 
 
 # A webcam frame comes inline, as a data URL; larger ones are refused unread.
@@ -251,8 +276,8 @@ def live_frame(frame: str | dict | None, state: dict | None) -> tuple[str | None
     state = state or {"tracker": FaceTracker(PIPELINE), "start": started, "frames": [], "latency": []}
     rgb = display_copy(image.rgb)
     faces = state["tracker"](rgb, started - state["start"])
-    shown = write_jpeg(annotate(rgb, {"image": {"width": rgb.shape[1], "height": rgb.shape[0]}, "faces": faces}),
-                       quality=80)
+    frame_result = {"image": {"width": rgb.shape[1], "height": rgb.shape[0]}, "faces": faces}
+    shown = write_jpeg(annotate(rgb, frame_result, pose_axes=True), quality=80)
     # Frames per second over the last 2 s of arrivals, and this frame's processing time.
     state["frames"] = [t for t in state["frames"] if started - t < 2.0] + [started]
     state["latency"] = (state["latency"] + [time.perf_counter() - started])[-30:]
@@ -321,6 +346,10 @@ def build_app() -> gr.Blocks:
                     annotated = gr.Image(label="Keypoints", type="filepath", format="jpeg", elem_id="annotated")
                     status = gr.Markdown(elem_id="status")
                     crops = gr.Gallery(label="Faces", columns=4, height="auto", elem_id="crops")
+                    aligned = gr.Gallery(label="Aligned faces (FFHQ alignment)", columns=4, height="auto",
+                                         elem_id="aligned")
+                    aligned_zip = gr.DownloadButton("Download the aligned faces (ZIP)", elem_id="aligned-zip")
+                    aligned_state = gr.State(None)
             result = gr.JSON(label="Result (original-image pixels, largest face first)", elem_id="result")
         with gr.Tab("Live webcam"):
             with gr.Row():
@@ -342,8 +371,12 @@ def build_app() -> gr.Blocks:
                     frames_json = gr.File(label="Per-frame JSON", elem_id="frames-json")
         # Raw inputs (preprocess=False): every path goes to read_upload / uploaded_file,
         # which open only files Gradio stored for a client.
-        button.click(predict, inputs=photo, outputs=[annotated, crops, result, status], api_name="predict",
-                     concurrency_limit=CONCURRENCY, preprocess=False)
+        # The aligned faces follow from the session's state (not a client's payload), in
+        # an event of their own, so /predict's API keeps its four outputs.
+        photo_event = button.click(predict, inputs=photo, outputs=[annotated, crops, result, status, aligned_state],
+                                   api_name="predict", concurrency_limit=CONCURRENCY, preprocess=False)
+        photo_event.success(show_aligned, inputs=aligned_state, outputs=[aligned, aligned_zip],
+                            api_visibility="private")
         camera.stream(live_frame, inputs=[camera, tracker_state], outputs=[live, readout, tracker_state],
                       api_name="live", stream_every=0.04, time_limit=600, concurrency_limit=LIVE_PLACES,
                       preprocess=False, show_progress="hidden")

@@ -25,6 +25,7 @@ import numpy as np
 from jaxkp.detect import overlap
 from jaxkp.geometry import upright_framings
 from jaxkp.inference import FaceKeypointPipeline, keypoint_boxes
+from jaxkp.pose import head_pose
 
 # Smaller "faces" are lost tracks: the detector finds none under 24 px.
 MIN_FACE_PX = 24
@@ -101,7 +102,8 @@ class FaceTracker:
         return track
 
     def __call__(self, frame: np.ndarray, time: float) -> list[dict[str, Any]]:
-        """Faces in an RGB (or gray) frame at `time` seconds: [{"id", "box", "keypoints"}], ids stable."""
+        """Faces in an RGB (or gray) frame at `time` seconds: [{"id", "box", "keypoints", "pose"}], ids
+        stable; the pose is the shown (smoothed) keypoints' (jaxkp.pose.head_pose, in the frame's pixels)."""
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         model = self.pipeline.model
         lost = False
@@ -134,8 +136,10 @@ class FaceTracker:
             else:
                 track.smoothed = track.keypoints
         self.frame_index += 1
+        size = (gray.shape[1], gray.shape[0])
         return [{"id": track.id, "box": [round(float(v), 1) for v in track.box],
-                 "keypoints": np.round(track.smoothed, 2).tolist()} for track in self.tracks]
+                 "keypoints": np.round(track.smoothed, 2).tolist(), "pose": head_pose(track.smoothed, size)}
+                for track in self.tracks]
 
     def _detect(self, gray: np.ndarray) -> None:
         self.detections += 1

@@ -1,11 +1,14 @@
 """The Gradio app, launched in-process and called through gradio_client."""
 
+import json
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 
 from photos import ASTRONAUT, BAD_FILES, CAMERA, five_faces
 
@@ -52,3 +55,19 @@ def test_twenty_concurrent_calls_all_succeed(server, tmp_path):
     with ThreadPoolExecutor(max_workers=20) as pool:
         counts = list(pool.map(call, range(20)))
     assert counts == [5] * 20
+
+
+def test_photo_outputs_carry_pose_axes_captions_and_aligned_faces(app_module):
+    from jaxkp.inference import read_photo
+
+    _, crops, result, _, files = app_module.annotated_outputs(read_photo(ASTRONAUT))
+    (face,) = result["faces"]
+    assert set(face["pose"]) == {"yaw", "pitch", "roll"}
+    assert crops[0][1].startswith("face 1, score") and "yaw" in crops[0][1]
+    gallery, archive = app_module.show_aligned(files)
+    assert len(gallery) == 1 and Image.open(gallery[0][0]).size == (app_module.ALIGNED_SIZE,) * 2
+    with zipfile.ZipFile(archive) as packed:
+        assert sorted(packed.namelist()) == ["aligned.json", "face_0.png"]
+        assert "ffhq" in json.dumps(json.loads(packed.read("aligned.json")))
+    _, _, empty, _, nothing = app_module.annotated_outputs(read_photo(CAMERA))
+    assert not empty["faces"] and app_module.show_aligned(nothing) == ([], None)

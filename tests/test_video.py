@@ -84,6 +84,7 @@ def test_video_cli_writes_a_record_per_frame_and_a_playable_mp4(tmp_path):
     assert (record["fps"], record["width"], record["height"]) == (30.0, 321, 241)
     assert [frame["index"] for frame in record["frames"]] == list(range(24))
     assert all(len(frame["faces"]) == 1 and len(frame["faces"][0]["keypoints"]) == 68 for frame in record["frames"])
+    assert all(set(frame["faces"][0]["pose"]) == {"yaw", "pitch", "roll"} for frame in record["frames"])
     assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "out.mp4"))[0] == 24
     reader = imageio_ffmpeg.read_frames(str(tmp_path / "out.mp4"))
     meta = next(reader)
