@@ -197,3 +197,15 @@ def rotation_about_input_centre(degrees: float) -> np.ndarray:
 
 
 FLIP_INPUT = np.array([[-1.0, 0.0, INPUT_SIZE], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+# Index of each point's mirror image in the 68-point scheme: in a horizontally
+# flipped face, point i is the original's point MIRROR[i].
+MIRROR = np.array(
+    list(range(16, -1, -1))  # jaw
+    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows swap sides
+    + [27, 28, 29, 30, 35, 34, 33, 32, 31]  # nose
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer mouth
+    + [64, 63, 62, 61, 60, 67, 66, 65]  # inner mouth
+)

@@ -34,6 +34,7 @@ from jaxkp.geometry import (
     DETECTOR_BOX_MEDIAN,
     DETECTOR_BOX_STD,
     FLIP_INPUT,
+    MIRROR,
     Region,
     apply_affine,
     box_framing_matrix,
@@ -176,16 +177,9 @@ def split_by_person(names: list[str], val_fraction: float, seed: int, holdout: s
 
 # --- augmentation (the improved recipe) ------------------------------------------
 
-# Index of each point's mirror image in the 68-point scheme: a horizontally
-# flipped face's point i is the original's point FLIP_PERMUTATION[i].
-FLIP_PERMUTATION = np.array(
-    list(range(16, -1, -1))  # jaw
-    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows swap sides
-    + [27, 28, 29, 30, 35, 34, 33, 32, 31]  # nose
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer mouth
-    + [64, 63, 62, 61, 60, 67, 66, 65]  # inner mouth
-)
+# A horizontally flipped face's point i is the original's point FLIP_PERMUTATION[i]
+# (the 68-point scheme's mirror map, one home: jaxkp.geometry).
+FLIP_PERMUTATION = MIRROR
 
 @dataclass(frozen=True)
 class Augmentation:
