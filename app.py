@@ -185,6 +185,7 @@ def read_request_photo(photo: str | dict | None) -> Photo:
 
 # The app's aligned faces: FFHQ's alignment at this size (the CLI's `align` makes either template).
 ALIGNED_SIZE = 256
+NO_ALIGNED_FACES = {"gallery": [], "zip": None}
 
 
 def predict(photo: str | dict | None) -> tuple[str, list[str], dict[str, Any], str, dict[str, Any]]:
@@ -219,7 +220,7 @@ def annotated_outputs(image: Photo) -> tuple[str, list[str], dict[str, Any], str
 def aligned_files(image: Photo, result: dict[str, Any]) -> dict[str, Any]:
     """Each face aligned (FFHQ), as gallery JPEGs and one ZIP of PNGs with aligned.json."""
     if not result["faces"]:
-        return {"gallery": [], "zip": None}
+        return NO_ALIGNED_FACES
     aligned = aligned_faces(image.rgb, result, ALIGNED_SIZE, "ffhq")
     archive = output_path(".zip")
     archive.write_bytes(zip_aligned(aligned, "face", "ffhq"))
@@ -229,7 +230,7 @@ def aligned_files(image: Photo, result: dict[str, Any]) -> dict[str, Any]:
 
 def show_aligned(files: dict[str, Any] | None) -> tuple[list, str | None]:
     """The aligned faces that the last photo request made (the session's state)."""
-    files = files or {"gallery": [], "zip": None}
+    files = files or NO_ALIGNED_FACES
     return files["gallery"], files["zip"]
 
 

@@ -41,7 +41,8 @@ from app_process import AppProcess, LiveClient, frame_data_url  # noqa: E402
 from jaxkp.examples import compose_faces, moving_faces_clip  # noqa: E402
 from photos import ASTRONAUT, CAMERA  # noqa: E402
 from test_app_security import big_jpeg  # noqa: E402
-from test_app_video_live import ffmpeg, playlist  # noqa: E402
+from test_app_video_live import playlist  # noqa: E402
+from test_video import ffmpeg  # noqa: E402
 
 UPLOADS_CAP = 300_000_000
 

@@ -5,7 +5,6 @@ budget or open other files, floods of one endpoint, streams that stop sending.""
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from app_process import AppProcess, LiveClient, frame_data_url
 from jaxkp.examples import moving_faces_clip
 from photos import ASTRONAUT
-from test_video import write_clip
+from test_video import ffmpeg, write_clip
 
 pytestmark = pytest.mark.slow
 
@@ -39,14 +38,6 @@ def served():
     import app as served_app
 
     return served_app
-
-
-def ffmpeg(*args: str) -> None:
-    """The ffmpeg binary the app itself uses, to make hostile files."""
-    import imageio_ffmpeg
-
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-nostdin", "-loglevel", "error", *args], check=True,
-                   timeout=300)
 
 
 def test_a_frame_rate_bomb_is_read_at_the_servers_rate_and_ends_quickly(app, tmp_path):
