@@ -211,10 +211,13 @@ def annotated_outputs(image: Photo) -> tuple[str, list[str], dict[str, Any], str
     else:
         status = f"Found {count} face{'s' if count > 1 else ''}" + (
             f" (showing the {MAX_FACES} largest)" if capped else "") + "."
+        if result["faces"][0].get("uncertainty") is not None:
+            status += " Dots are coloured by how sure each point is: green sure, yellow less, red unsure."
     shown = display_copy(image.rgb)
     crops = [(write_jpeg(crop), caption(index, face))
              for index, (crop, face) in enumerate(zip(face_crops(shown, result, PIPELINE.model.crop), result["faces"]))]
-    return write_jpeg(annotate(shown, result, pose_axes=True)), crops, result, status, aligned_files(image, result)
+    return (write_jpeg(annotate(shown, result, pose_axes=True, confidence=True)), crops, result, status,
+            aligned_files(image, result))
 
 
 def aligned_files(image: Photo, result: dict[str, Any]) -> dict[str, Any]:
@@ -235,8 +238,10 @@ def show_aligned(files: dict[str, Any] | None) -> tuple[list, str | None]:
 
 
 def caption(index: int, face: dict[str, Any]) -> str:
-    """A face's gallery caption: its number, the network's face score and its head pose."""
+    """A face's gallery caption: its number, the network's face score, its points' mean
+    expected error and its head pose."""
     return (f"face {index + 1}" + ("" if face.get("score") is None else f", score {face['score']:.2f}")
+            + ("" if face.get("uncertainty") is None else f", points ±{np.mean(face['uncertainty']):.0f} px")
             + (f"; {describe_pose(face['pose'])}" if face.get("pose") else ""))
 
 
@@ -278,7 +283,7 @@ def live_frame(frame: str | dict | None, state: dict | None) -> tuple[str | None
     rgb = display_copy(image.rgb)
     faces = state["tracker"](rgb, started - state["start"])
     frame_result = {"image": {"width": rgb.shape[1], "height": rgb.shape[0]}, "faces": faces}
-    shown = write_jpeg(annotate(rgb, frame_result, pose_axes=True), quality=80)
+    shown = write_jpeg(annotate(rgb, frame_result, pose_axes=True, confidence=True), quality=80)
     # Frames per second over the last 2 s of arrivals, and this frame's processing time.
     state["frames"] = [t for t in state["frames"] if started - t < 2.0] + [started]
     state["latency"] = (state["latency"] + [time.perf_counter() - started])[-30:]

@@ -77,7 +77,7 @@ def compare(data_dir: Path, runs: dict[str, str], split_from: str, dlib: bool) -
     dataset = validation_part(dataset, data_dir, read_config(split_from)["train_config"])
     results = {}
     for name, path in runs.items():
-        predicted, detected = predict_end_to_end(load_model(path), dataset)
+        predicted, detected, _ = predict_end_to_end(load_model(path), dataset)
         results[f"jaxkp {name}"] = (predicted, detected)
     if dlib:
         predicted, detected, ms_per_face = dlib_predictions(dataset)

@@ -14,6 +14,10 @@ PREDICTION = (255, 0, 255)
 BOX = (0, 180, 255)
 # Pose axes: the face's own left, up, and forward (out of the face, towards the viewer when frontal).
 POSE_AXES = {"left": (230, 40, 40), "up": (40, 200, 40), "forward": (40, 90, 255)}
+# Dots by confidence (annotate's `confidence`): a point expected within SURE of the
+# face's width is green, one expected off by UNSURE or more red, yellow between.
+SURE, UNSURE = 0.02, 0.06
+CONFIDENCE_COLOURS = ((40, 200, 40), (250, 210, 0), (230, 40, 40))
 # Point groups of the 68-point scheme, drawn as polylines (closed for eyes and lips).
 CONTOURS = [
     (range(0, 17), False), (range(17, 22), False), (range(22, 27), False), (range(27, 31), False),
@@ -27,11 +31,21 @@ def marker_size(shape: tuple[int, ...], face_size: float | None = None) -> int:
     return max(1, int(round(reference)))
 
 
+def confidence_colours(uncertainty: np.ndarray, face_width: float) -> list[tuple[int, int, int]]:
+    """A colour per point from its expected error (pixels) over the face's width: green
+    (sure) through yellow to red (unsure), as SURE and UNSURE set."""
+    share = np.clip((np.asarray(uncertainty) / max(face_width, 1.0) - SURE) / (UNSURE - SURE), 0.0, 1.0) * 2
+    low, middle, high = (np.array(c, np.float64) for c in CONFIDENCE_COLOURS)
+    mixed = [low + (middle - low) * t if t <= 1 else middle + (high - middle) * (t - 1) for t in share]
+    return [tuple(int(v) for v in np.round(colour)) for colour in mixed]
+
+
 def draw_keypoints(
     rgb: np.ndarray, points: np.ndarray, colour: tuple[int, int, int] = PREDICTION,
-    radius: int | None = None, lines: bool = True,
+    radius: int | None = None, lines: bool = True, dot_colours: list[tuple[int, int, int]] | None = None,
 ) -> np.ndarray:
-    """Draws (68, 2) points onto a copy of an RGB image."""
+    """Draws (68, 2) points onto a copy of an RGB image: lines in `colour`, dots in
+    `colour` or, given `dot_colours`, each in its own."""
     canvas = np.ascontiguousarray(rgb).copy()
     if radius is None:
         span = np.ptp(points, axis=0).max() if len(points) else 0
@@ -41,8 +55,9 @@ def draw_keypoints(
         for indices, closed in CONTOURS:
             polyline = np.round(points[list(indices)]).astype(np.int32)
             cv2.polylines(canvas, [polyline], closed, colour, thickness, cv2.LINE_AA)
-    for x, y in np.round(points).astype(int):
-        cv2.circle(canvas, (int(x), int(y)), radius, colour, -1, cv2.LINE_AA)
+    for index, (x, y) in enumerate(np.round(points).astype(int)):
+        dot = colour if dot_colours is None else dot_colours[index]
+        cv2.circle(canvas, (int(x), int(y)), radius, dot, -1, cv2.LINE_AA)
     return canvas
 
 
@@ -75,13 +90,19 @@ def faces_on_canvas(rgb: np.ndarray, result: dict) -> list[tuple[np.ndarray, np.
             for face in result["faces"]]
 
 
-def annotate(rgb: np.ndarray, result: dict, pose_axes: bool = False) -> np.ndarray:
-    """The photo (at any size) with every face's box and keypoints drawn on it (and,
-    with `pose_axes`, each face's pose axes: draw_pose_axes)."""
+def annotate(rgb: np.ndarray, result: dict, pose_axes: bool = False, confidence: bool = False) -> np.ndarray:
+    """The photo (at any size) with every face's box and keypoints drawn on it (with
+    `pose_axes`, each face's pose axes: draw_pose_axes; with `confidence`, each dot
+    coloured by how sure its point is, confidence_colours, where the face has an
+    "uncertainty")."""
     canvas = rgb
-    for box, points in faces_on_canvas(rgb, result):
+    for (box, points), face in zip(faces_on_canvas(rgb, result), result["faces"]):
         canvas = draw_box(canvas, box)
-        canvas = draw_keypoints(canvas, points, radius=marker_size(canvas.shape, box[2]))
+        dots = None
+        if confidence and face.get("uncertainty") is not None:
+            # Both in the result's pixels: the ratio holds at any display size.
+            dots = confidence_colours(np.asarray(face["uncertainty"]), float(face["box"][2]))
+        canvas = draw_keypoints(canvas, points, radius=marker_size(canvas.shape, box[2]), dot_colours=dots)
     return draw_pose_axes(canvas, result) if pose_axes else canvas
 
 

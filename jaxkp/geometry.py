@@ -113,6 +113,12 @@ def keypoints_to_image(points_norm: np.ndarray, matrix: np.ndarray) -> np.ndarra
     return apply_affine(invert_affine(matrix), denormalize_keypoints(points_norm))
 
 
+def image_pixels_per_unit(matrix: np.ndarray) -> float:
+    """How many of the image's pixels one normalised unit of the network's output spans
+    (half the input's side, through the inverse of `matrix`, which scales alike both ways)."""
+    return float((INPUT_SIZE / 2) / math.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
+
+
 def full_image_matrix(image: np.ndarray) -> np.ndarray:
     """The deterministic evaluation transform: the whole image stretched to 224x224."""
     height, width = image.shape[:2]

@@ -5,11 +5,13 @@ faces ordered largest first:
 
     {"image": {"width": W, "height": H},
      "faces": [{"box": [x, y, w, h], "score": s, "keypoints": [[x0, y0], ..., [x67, y67]],
-                "pose": {"yaw": a, "pitch": b, "roll": c}}]}
+                "uncertainty": [u0, ..., u67], "pose": {"yaw": a, "pitch": b, "roll": c}}]}
 
 `score` in [0, 1] is the network's confidence that the box holds a face (null
 for weights without a face score); faces under the pipeline's `min_score` are
-left out. `pose` is the head's pose in degrees (jaxkp.pose has the conventions).
+left out. `uncertainty` holds each keypoint's expected error in the photo's pixels
+(68 floats; null for weights without that model; jaxkp.uncertainty). `pose` is
+the head's pose in degrees (jaxkp.pose has the conventions).
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from jaxkp.geometry import (
     TRAINING_IMAGE_CROP,
     box_framing_matrix,
     detector_box,
+    image_pixels_per_unit,
     keypoints_to_image,
     upright_framings,
     warp_to_input,
 )
 from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS
 from jaxkp.pose import head_pose
+from jaxkp.uncertainty import PointUncertainty
 
 register_heif_opener()  # iPhone photos (HEIC/HEIF), EXIF orientation included
 
@@ -203,13 +207,13 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     raise ImageError(f"unsupported image shape {array.shape}")
 
 
-def _forward(graph: nnx.GraphDef, state: nnx.State, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _forward(graph: nnx.GraphDef, state: nnx.State, images: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     inputs = images.astype(jax.numpy.float32) / 127.5 - 1.0
     model = nnx.merge(graph, state)
-    if hasattr(model, "keypoints_and_evidence"):
-        return model.keypoints_and_evidence(inputs)
+    if hasattr(model, "readout"):
+        return model.readout(inputs)
     keypoints = model(inputs)
-    return keypoints, jax.numpy.zeros((len(inputs), 0))
+    return keypoints, jax.numpy.zeros((len(inputs), 0)), jax.numpy.zeros((len(inputs), 0))
 
 
 @dataclass
@@ -241,9 +245,20 @@ class FaceReading:
 
     keypoints: np.ndarray  # (N, 68, 2)
     scores: np.ndarray | None  # (N,) in [0, 1]; None for weights without a face score
+    # (N, 68) each point's expected error in pixels (jaxkp.uncertainty); None for
+    # weights without an uncertainty model.
+    uncertainty: np.ndarray | None = None
 
     def take(self, indices: np.ndarray) -> FaceReading:
-        return FaceReading(self.keypoints[indices], None if self.scores is None else self.scores[indices])
+        return FaceReading(self.keypoints[indices], None if self.scores is None else self.scores[indices],
+                           None if self.uncertainty is None else self.uncertainty[indices])
+
+    @staticmethod
+    def concatenate(readings: list[FaceReading]) -> FaceReading:
+        def joined(name: str) -> np.ndarray | None:
+            parts = [getattr(reading, name) for reading in readings]
+            return None if any(part is None for part in parts) else np.concatenate(parts)
+        return FaceReading(np.concatenate([r.keypoints for r in readings]), joined("scores"), joined("uncertainty"))
 
 
 class KeypointModel:
@@ -256,6 +271,7 @@ class KeypointModel:
         self.crop = tuple(self.config.get("crop", TRAINING_IMAGE_CROP))
         self.markup_offset = self.markup_offset_for(markup)
         self.face_score = FaceScore.from_config(self.config.get("face_score"))
+        self.uncertainty = PointUncertainty.from_config(self.config.get("uncertainty"))
         self._forward = jax.jit(_forward, static_argnums=0)
 
     def markup_offset_for(self, markup: str | None) -> np.ndarray:
@@ -272,18 +288,32 @@ class KeypointModel:
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 224, 224) or (N, 224, 224, 1) uint8 -> normalised keypoints (N, 68, 2) (in
         `markup`) and the face evidence (N, E) (E = 0 for networks without it)."""
+        keypoints, evidence, _ = self.readout(images)
+        return keypoints, evidence
+
+    def readout(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """predict's keypoints and evidence, and each point's heatmap spread (N, 68) in
+        normalised units ((N, 0) for networks without heatmaps)."""
         images = np.asarray(images, np.uint8).reshape(-1, INPUT_SIZE, INPUT_SIZE, 1)
-        keypoints, evidence = [], []
+        keypoints, evidence, spread = [], [], []
         for start in range(0, len(images), BATCH_SIZES[-1]):
             chunk = images[start : start + BATCH_SIZES[-1]]
             size = next(s for s in BATCH_SIZES if s >= len(chunk))
             padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.uint8)])
-            points, seen = self._forward(self.graph, self.state, padded)
-            keypoints.append(np.asarray(points)[: len(chunk)])
-            evidence.append(np.asarray(seen)[: len(chunk)])
+            outputs = self._forward(self.graph, self.state, padded)
+            for gathered, output in zip((keypoints, evidence, spread), outputs):
+                gathered.append(np.asarray(output)[: len(chunk)])
         if not keypoints:
-            return np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros((0, 0), np.float32)
-        return np.concatenate(keypoints) + self.markup_offset, np.concatenate(evidence)
+            return (np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros((0, 0), np.float32),
+                    np.zeros((0, 0), np.float32))
+        return np.concatenate(keypoints) + self.markup_offset, np.concatenate(evidence), np.concatenate(spread)
+
+    def expected_errors(self, evidence: np.ndarray, spread: np.ndarray) -> np.ndarray | None:
+        """Each point's expected error (N, 68) in normalised units from readout's evidence
+        and spread (jaxkp.uncertainty); None for weights without that model."""
+        if self.uncertainty is None or spread.ndim != 2 or not spread.shape[1]:
+            return None
+        return self.uncertainty(spread, evidence[:, :NUM_KEYPOINTS])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(N, 224, 224) or (N, 224, 224, 1) uint8 -> (N, 68, 2) normalised keypoints (in `markup`)."""
@@ -295,10 +325,14 @@ class KeypointModel:
         angles = np.zeros(len(boxes)) if angles is None else angles
         matrices = [box_framing_matrix(box, self.crop, angle) for box, angle in zip(boxes, angles)]
         if not matrices:
-            return FaceReading(np.zeros((0, NUM_KEYPOINTS, 2)), None if self.face_score is None else np.zeros(0))
-        normalised, evidence = self.predict(np.stack([warp_to_input(gray, matrix) for matrix in matrices]))
+            return FaceReading(np.zeros((0, NUM_KEYPOINTS, 2)), None if self.face_score is None else np.zeros(0),
+                               None if self.uncertainty is None else np.zeros((0, NUM_KEYPOINTS)))
+        normalised, evidence, spread = self.readout(np.stack([warp_to_input(gray, matrix) for matrix in matrices]))
         keypoints = np.stack([keypoints_to_image(p, m) for p, m in zip(normalised, matrices)])
-        return FaceReading(keypoints, None if self.face_score is None else self.face_score(evidence))
+        expected = self.expected_errors(evidence, spread)
+        if expected is not None:
+            expected = expected * np.array([image_pixels_per_unit(m) for m in matrices])[:, None]
+        return FaceReading(keypoints, None if self.face_score is None else self.face_score(evidence), expected)
 
 
 def keypoint_boxes(keypoints: np.ndarray) -> np.ndarray:
@@ -411,9 +445,7 @@ class FaceKeypointPipeline:
         if not rescued:
             return faces, kept
         found = Faces(boxes[rescued], turns[rescued], proposals.sources[borderline[rescued]])
-        return Faces.concatenate([faces, found]), FaceReading(
-            np.concatenate([kept.keypoints, second.keypoints[rescued]]),
-            np.concatenate([kept.scores, second.scores[rescued]]))
+        return Faces.concatenate([faces, found]), FaceReading.concatenate([kept, second.take(np.array(rescued))])
 
     def look_again(self, gray: np.ndarray, faces: Faces, reading: FaceReading) -> tuple[Faces, FaceReading]:
         """The faces that lean, read a second time levelled and framed from their first
@@ -433,7 +465,11 @@ class FaceKeypointPipeline:
         framed.boxes[again], framed.angles[again] = boxes[again], turns[again]
         keypoints = reading.keypoints.copy()
         keypoints[again] = second.keypoints
-        return framed, FaceReading(keypoints, reading.scores)
+        uncertainty = None
+        if reading.uncertainty is not None and second.uncertainty is not None:
+            uncertainty = reading.uncertainty.copy()
+            uncertainty[again] = second.uncertainty
+        return framed, FaceReading(keypoints, reading.scores, uncertainty)
 
     def __call__(self, photo: Any, max_faces: int = MAX_FACES, min_score: float | None = None) -> dict[str, Any]:
         """`photo`: anything read_photo takes, or a Photo it made (a large photo is
@@ -443,6 +479,8 @@ class FaceKeypointPipeline:
         found = self.find_faces(gray, max_faces, min_score)
         boxes, keypoints = found.faces.boxes * np.tile(photo.scale, 2), found.reading.keypoints * photo.scale
         scores = found.reading.scores if found.reading.scores is not None else [None] * len(boxes)
+        uncertainty = ([None] * len(boxes) if found.reading.uncertainty is None
+                       else found.reading.uncertainty * float(np.mean(photo.scale)))
         # Pose from the keypoints in the original photo's pixels: its size places the camera.
         return {
             "image": {"width": photo.width, "height": photo.height},
@@ -450,7 +488,8 @@ class FaceKeypointPipeline:
                 {"box": [round(float(v), 1) for v in box],
                  "score": None if score is None else round(float(score), 3),
                  "keypoints": np.round(points, 2).tolist(),
+                 "uncertainty": None if expected is None else np.round(expected, 2).tolist(),
                  "pose": head_pose(points, (photo.width, photo.height))}
-                for box, score, points in zip(boxes, scores, keypoints)
+                for box, score, points, expected in zip(boxes, scores, keypoints, uncertainty)
             ],
         }

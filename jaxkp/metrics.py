@@ -54,3 +54,47 @@ def region_summary(predicted: np.ndarray, truth: np.ndarray) -> dict[str, dict[s
         summary[name] = {"nme": float(np.linalg.norm(part, axis=-1).mean()),
                          "offset_x": float(offset[0]), "offset_y": float(offset[1])}
     return summary
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties given their mean rank."""
+    values = np.asarray(values, np.float64).ravel()
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    unique, inverse = np.unique(values, return_inverse=True)
+    if len(unique) < len(values):
+        ranks = (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two equally long samples."""
+    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
+
+
+def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of `score` for telling `positive` (bool) from the rest:
+    the chance that a random positive scores above a random negative."""
+    positive = np.asarray(positive, bool)
+    ranks = _ranks(score)
+    count, others = int(positive.sum()), int((~positive).sum())
+    return float((ranks[positive].sum() - count * (count + 1) / 2) / (count * others))
+
+
+def uncertainty_summary(uncertainty: np.ndarray, predicted: np.ndarray, truth: np.ndarray,
+                        worst_share: float = 0.1) -> dict[str, float]:
+    """How well the predicted per-point errors (N, 68, pixels) tell actual ones: the mean
+    predicted over the mean actual error; Spearman's correlation of predicted and actual
+    point errors, both over the inter-ocular distance; and the ROC AUC of a face's mean
+    uncertainty (over its inter-ocular distance) for finding the worst `worst_share` of
+    faces by NME."""
+    interocular = np.maximum(np.linalg.norm(truth[:, RIGHT_EYE_OUTER] - truth[:, LEFT_EYE_OUTER], axis=-1), 1e-6)
+    actual = np.linalg.norm(predicted - truth, axis=-1) / interocular[:, None]
+    expected = np.asarray(uncertainty, np.float64) / interocular[:, None]
+    nme = actual.mean(axis=1)
+    worst = nme >= np.quantile(nme, 1 - worst_share)
+    return {"uncertainty_ratio": float(expected.mean() / actual.mean()),
+            "uncertainty_spearman": spearman(expected, actual),
+            "uncertainty_worst_auc": roc_auc(worst, expected.mean(axis=1)) if 0 < worst.sum() < len(worst) else
+            float("nan")}

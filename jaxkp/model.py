@@ -222,6 +222,21 @@ def soft_argmax(logits: jax.Array) -> jax.Array:
     return jnp.stack([x, y], axis=-1)
 
 
+def heatmap_spread(logits: jax.Array) -> jax.Array:
+    """(B, H, W, K) heatmap logits -> (B, K): how widely each keypoint's spatial softmax
+    spreads about its expectation (the root of its x and y variances summed), in the
+    normalised units of soft_argmax. A network unsure where a point is spreads it out."""
+    batch, height, width, keypoints = logits.shape
+    weights = jax.nn.softmax(logits.astype(jnp.float32).reshape(batch, height * width, keypoints), axis=1)
+    weights = weights.reshape(batch, height, width, keypoints)
+    xs = (jnp.arange(width) + 0.5) / width * 2 - 1
+    ys = (jnp.arange(height) + 0.5) / height * 2 - 1
+    column, row = weights.sum(axis=1), weights.sum(axis=2)  # (B, W, K) and (B, H, K)
+    variance_x = jnp.einsum("bwk,w->bk", column, xs**2) - jnp.einsum("bwk,w->bk", column, xs) ** 2
+    variance_y = jnp.einsum("bhk,h->bk", row, ys**2) - jnp.einsum("bhk,h->bk", row, ys) ** 2
+    return jnp.sqrt(jnp.maximum(variance_x + variance_y, 1e-12))
+
+
 class HeatmapNet(nnx.Module):
     """ResidualNet's stages with a top-down decoder (as in feature pyramids) and one
     heatmap per keypoint at 28x28, read out by soft-argmax. Regressing coordinates
@@ -267,12 +282,17 @@ class HeatmapNet(nnx.Module):
         each keypoint's heatmap is (the log of its softmax maximum: a face puts each
         point somewhere, a shirt spreads it out) and the coarsest map averaged over
         the input (what the network sees as a whole)."""
+        keypoints, evidence, _ = self.readout(images)
+        return keypoints, evidence
+
+    def readout(self, images: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """keypoints_and_evidence, and each keypoint's heatmap_spread (B, 68), from one pass."""
         logits, coarse = self.heatmaps(images)
         batch, height, width, keypoints = logits.shape
         log_weights = jax.nn.log_softmax(logits.astype(jnp.float32).reshape(batch, height * width, keypoints), axis=1)
         peaks = log_weights.max(axis=1)
         pooled = coarse.astype(jnp.float32).mean(axis=(1, 2))
-        return soft_argmax(logits), jnp.concatenate([peaks, pooled], axis=-1)
+        return soft_argmax(logits), jnp.concatenate([peaks, pooled], axis=-1), heatmap_spread(logits)
 
 
 NETWORKS: dict[str, type[nnx.Module]] = {

@@ -74,6 +74,8 @@ class Track:
     # The face's size when first found: the filter's unit. Fixed, because a per-frame
     # size would carry its own jitter into every point's position.
     scale: float = 1.0
+    # (68,) each raw point's expected error in frame pixels (None: weights without that model).
+    uncertainty: np.ndarray | None = None
 
 
 class FaceTracker:
@@ -96,14 +98,16 @@ class FaceTracker:
         self.detections = 0  # how many frames ran the detector
         self.idle_frames = 0  # frames in a row with no face tracked (none lost either)
 
-    def _new_track(self, box: np.ndarray, points: np.ndarray) -> Track:
-        track = Track(self.next_id, box, points, points, OneEuroFilter(self.min_cutoff, self.beta), max(box[2], 1.0))
+    def _new_track(self, box: np.ndarray, points: np.ndarray, uncertainty: np.ndarray | None) -> Track:
+        track = Track(self.next_id, box, points, points, OneEuroFilter(self.min_cutoff, self.beta), max(box[2], 1.0),
+                      uncertainty)
         self.next_id += 1
         return track
 
     def __call__(self, frame: np.ndarray, time: float) -> list[dict[str, Any]]:
-        """Faces in an RGB (or gray) frame at `time` seconds: [{"id", "box", "keypoints", "pose"}], ids
-        stable; the pose is the shown (smoothed) keypoints' (jaxkp.pose.head_pose, in the frame's pixels)."""
+        """Faces in an RGB (or gray) frame at `time` seconds: [{"id", "box", "keypoints", "uncertainty",
+        "pose"}], ids stable; the pose is the shown (smoothed) keypoints' (jaxkp.pose.head_pose, in the
+        frame's pixels); the uncertainty is this frame's reading's (jaxkp.uncertainty; None without it)."""
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         model = self.pipeline.model
         lost = False
@@ -114,10 +118,12 @@ class FaceTracker:
             reading = model.read_faces(gray, boxes, turns)
             scores = reading.scores if reading.scores is not None else np.ones(len(boxes))
             kept = []
-            for track, box, new_points, score in zip(self.tracks, boxes, reading.keypoints, scores):
+            for index, (track, box, new_points, score) in enumerate(zip(self.tracks, boxes, reading.keypoints,
+                                                                        scores)):
                 if (self._plausible(new_points, box, gray.shape) and 0.5 < box[2] / track.scale < 2.0
                         and score >= self.pipeline.threshold):
                     track.box, track.keypoints = box, new_points
+                    track.uncertainty = None if reading.uncertainty is None else reading.uncertainty[index]
                     kept.append(track)
                 else:
                     lost = True
@@ -138,7 +144,9 @@ class FaceTracker:
         self.frame_index += 1
         size = (gray.shape[1], gray.shape[0])
         return [{"id": track.id, "box": [round(float(v), 1) for v in track.box],
-                 "keypoints": np.round(track.smoothed, 2).tolist(), "pose": head_pose(track.smoothed, size)}
+                 "keypoints": np.round(track.smoothed, 2).tolist(),
+                 "uncertainty": None if track.uncertainty is None else np.round(track.uncertainty, 2).tolist(),
+                 "pose": head_pose(track.smoothed, size)}
                 for track in self.tracks]
 
     def _detect(self, gray: np.ndarray) -> None:
@@ -146,10 +154,11 @@ class FaceTracker:
         found = self.pipeline.find_faces(gray, self.max_faces)
         room = self.max_faces - len(self.tracks)
         tracked = np.array([track.box for track in self.tracks]).reshape(-1, 4)
-        for points in found.reading.keypoints:
+        for index, points in enumerate(found.reading.keypoints):
             box = keypoint_boxes(points[None])[0]
             if room > 0 and (not len(tracked) or overlap(box, tracked).max() < 0.3):
-                self.tracks.append(self._new_track(box, points))
+                uncertainty = None if found.reading.uncertainty is None else found.reading.uncertainty[index]
+                self.tracks.append(self._new_track(box, points, uncertainty))
                 room -= 1
 
     @staticmethod

@@ -7,9 +7,11 @@ record per analysed frame, faceless frames included, in the input's pixels:
     {"fps": F, "width": W, "height": H,
      "frames": [{"index": i, "time": t,
                  "faces": [{"id": k, "box": [x, y, w, h], "keypoints": [[x, y], ...68],
+                            "uncertainty": [u, ...68] (expected errors, pixels; null without that model),
                             "pose": {"yaw": ..., "pitch": ..., "roll": ...}}]}]}
 
-The annotated MP4 shows each face's box, keypoints and pose axes (jaxkp.draw).
+The annotated MP4 shows each face's box, keypoints (dots coloured by confidence) and
+pose axes (jaxkp.draw).
 
 `fps` is the rate the frames were analysed at: the file's own, or a budget's
 `max_fps` when the file's is higher (frames are then sampled by their times).
@@ -355,7 +357,7 @@ def process_video(pipeline: FaceKeypointPipeline, source: str | Path, out_mp4: s
                 faces = tracker(frame, index / info.fps)
                 if writer is not None:
                     shown = {"image": {"width": frame.shape[1], "height": frame.shape[0]}, "faces": faces}
-                    writer.send(np.ascontiguousarray(annotate(frame, shown, pose_axes=True)))
+                    writer.send(np.ascontiguousarray(annotate(frame, shown, pose_axes=True, confidence=True)))
                 records.append({"index": index, "time": round(index / info.fps, 4),
                                 "faces": [to_input_pixels(face, scale) for face in faces]})
                 if progress is not None:
@@ -372,4 +374,7 @@ def to_input_pixels(face: dict[str, Any], scale: np.ndarray) -> dict[str, Any]:
     rounding), and a pose does not change with the photo's scale."""
     return {"id": face["id"],
             "box": [round(float(v), 1) for v in np.asarray(face["box"]) * np.tile(scale, 2)],
-            "keypoints": np.round(np.asarray(face["keypoints"]) * scale, 2).tolist(), "pose": face["pose"]}
+            "keypoints": np.round(np.asarray(face["keypoints"]) * scale, 2).tolist(),
+            "uncertainty": (None if face.get("uncertainty") is None
+                            else np.round(np.asarray(face["uncertainty"]) * float(np.mean(scale)), 2).tolist()),
+            "pose": face["pose"]}

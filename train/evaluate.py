@@ -36,8 +36,9 @@ from jaxkp.weights import load_model, resolve_weights
 from train import data
 
 
-def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> np.ndarray:
-    """Pixel keypoints (N, 68, 2), each image framed as the model's training validated."""
+def framed_inputs(model: KeypointModel, dataset: data.Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each image framed as the model's training validated: the network inputs
+    (N, 224, 224) and the image-to-input matrices."""
     framing = geometry.framing_of(model.config.get("train_config", {}))
     if framing != "whole-image":
         if framing == "haar-box":
@@ -46,22 +47,34 @@ def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> np.ndarray:
         matrices = [data.face_framing_matrix(dataset, i, model.crop) for i in range(len(dataset))]
     else:
         matrices = [geometry.full_image_matrix(image) for image in dataset.images]
-    patches = np.stack([geometry.warp_to_input(image, m) for image, m in zip(dataset.images, matrices)])
-    normalised = model(patches)
-    return np.stack([geometry.keypoints_to_image(points, m) for points, m in zip(normalised, matrices)])
+    return np.stack([geometry.warp_to_input(image, m) for image, m in zip(dataset.images, matrices)]), matrices
+
+
+def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixel keypoints (N, 68, 2), each image framed as the model's training validated, and
+    each point's expected error in pixels (N, 68) (None for weights without that model)."""
+    patches, matrices = framed_inputs(model, dataset)
+    normalised, evidence, spread = model.readout(patches)
+    keypoints = np.stack([geometry.keypoints_to_image(points, m) for points, m in zip(normalised, matrices)])
+    expected = model.expected_errors(evidence, spread)
+    if expected is not None:
+        expected = expected * np.array([geometry.image_pixels_per_unit(m) for m in matrices])[:, None]
+    return keypoints, expected
 
 
 def predict_end_to_end(model: KeypointModel, dataset: data.Dataset, second_look: bool | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """What the app does: proposals -> the model's crop -> network -> face score -> pixels.
 
-    Returns (pixel keypoints, detected mask); where several faces are kept, the
-    one that is the labelled face (jaxkp.detect.holds) nearest its centre is scored.
+    Returns (pixel keypoints, detected mask, expected point errors in pixels or None);
+    where several faces are kept, the one that is the labelled face
+    (jaxkp.detect.holds) nearest its centre is scored.
     """
     pipeline = FaceKeypointPipeline.create(model)
     pipeline.second_look = second_look  # None: the weights' own setting
     detected = np.zeros(len(dataset), bool)
     predicted = np.zeros_like(dataset.keypoints, dtype=np.float64)
+    expected = np.zeros(dataset.keypoints.shape[:2]) if model.uncertainty is not None else None
     for index, (image, points) in enumerate(zip(dataset.images, dataset.keypoints)):
         found = pipeline.find_faces(image)
         candidates = [i for i, box in enumerate(found.faces.boxes) if holds(box, points)]
@@ -69,22 +82,28 @@ def predict_end_to_end(model: KeypointModel, dataset: data.Dataset, second_look:
             centres = found.faces.boxes[candidates, :2] + found.faces.boxes[candidates, 2:] / 2
             best = candidates[int(np.argmin(np.linalg.norm(centres - points.mean(axis=0), axis=1)))]
             predicted[index], detected[index] = found.reading.keypoints[best], True
-    return predicted, detected
+            if expected is not None:
+                expected[index] = found.reading.uncertainty[best]
+    return predicted, detected, expected
 
 
 def evaluate_folder(
     model: KeypointModel, dataset: data.Dataset, grid_path: Path | None = None, grid_size: int = 16,
     end_to_end: bool = False, worst: int = 5, second_look: bool | None = None,
 ) -> dict[str, Any]:
-    """The figures of `metrics.summarize`, plus the `worst` images by NME (the mean is sensitive to them)."""
+    """The figures of `metrics.summarize` (and `metrics.uncertainty_summary` for weights that
+    predict each point's error), plus the `worst` images by NME (the mean is sensitive to them)."""
     summary: dict[str, Any] = {}
     if end_to_end:
-        predicted, detected = predict_end_to_end(model, dataset, second_look)
+        predicted, detected, expected = predict_end_to_end(model, dataset, second_look)
         summary["detection_rate"] = float(detected.mean())
     else:
-        predicted, detected = predict_dataset(model, dataset), np.ones(len(dataset), dtype=bool)
+        predicted, expected = predict_dataset(model, dataset)
+        detected = np.ones(len(dataset), dtype=bool)
     scored = np.flatnonzero(detected)
     summary |= metrics.summarize(predicted[scored], dataset.keypoints[scored])
+    if expected is not None:
+        summary |= metrics.uncertainty_summary(expected[scored], predicted[scored], dataset.keypoints[scored])
     summary["regions"] = metrics.region_summary(predicted[scored], dataset.keypoints[scored])
     nme = metrics.nme_per_image(predicted[scored], dataset.keypoints[scored])
     summary["worst"] = [{"image": dataset.names[scored[i]], "nme": float(nme[i])} for i in np.argsort(-nme)[:worst]]
