@@ -16,6 +16,7 @@ the head's pose in degrees (jaxkp.pose has the conventions).
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
@@ -70,8 +71,24 @@ SECOND_LOOK_MIN_TURN = 5.0
 # on composites and the validation photos (README, "Finding faces").
 SECOND_LOOK_MIN_SCORE = 0.3
 SECOND_LOOK_SURE = 0.98
-# Fixed batch sizes: any face count pads up to one of these, so no new shape recompiles.
+# Fixed batch sizes: any face count is read in calls of these sizes (batch_plan), so no
+# new shape recompiles.
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+# What one network call costs beyond its faces, in faces: a face costs 3.3 ms in a batch
+# of 8 and a lone face 6.1 ms on an idle 2-core machine (docs/results.md), so a call
+# costs about 0.9 faces more. Padding a batch costs nearly a whole face per empty slot
+# (docs/speed-profile.md, "Padding"), so 5 faces go as 4 + 1 rather than 8.
+CALL_COST_IN_FACES = 0.9
+
+
+def batch_plan(count: int) -> list[int]:
+    """The batch sizes (from BATCH_SIZES, largest first) that read `count` faces at the
+    least cost (CALL_COST_IN_FACES per call, one per slot, padded slots included)."""
+    best: list[tuple[float, list[int]]] = [(0.0, [])]
+    for needed in range(1, count + 1):
+        best.append(min((best[max(0, needed - size)][0] + CALL_COST_IN_FACES + size,
+                         sorted(best[max(0, needed - size)][1] + [size], reverse=True)) for size in BATCH_SIZES))
+    return best[count][1]
 
 # EXIF orientations that swap width and height.
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
@@ -272,7 +289,9 @@ class KeypointModel:
         self.markup_offset = self.markup_offset_for(markup)
         self.face_score = FaceScore.from_config(self.config.get("face_score"))
         self.uncertainty = PointUncertainty.from_config(self.config.get("uncertainty"))
-        self._forward = jax.jit(_forward, static_argnums=0)
+        # The graph is closed over, not passed as a static argument: jit would hash it on
+        # every call (0.7 ms, docs/speed-profile.md).
+        self._forward = jax.jit(functools.partial(_forward, self.graph))
 
     def markup_offset_for(self, markup: str | None) -> np.ndarray:
         """Offset (68, 2) in normalised units from the network's own mark-up to `markup`'s
@@ -296,13 +315,15 @@ class KeypointModel:
         normalised units ((N, 0) for networks without heatmaps)."""
         images = np.asarray(images, np.uint8).reshape(-1, INPUT_SIZE, INPUT_SIZE, 1)
         keypoints, evidence, spread = [], [], []
-        for start in range(0, len(images), BATCH_SIZES[-1]):
-            chunk = images[start : start + BATCH_SIZES[-1]]
-            size = next(s for s in BATCH_SIZES if s >= len(chunk))
-            padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.uint8)])
-            outputs = self._forward(self.graph, self.state, padded)
+        start = 0
+        for size in batch_plan(len(images)):
+            chunk = images[start : start + size]
+            start, real = start + len(chunk), len(chunk)
+            if real < size:
+                chunk = np.concatenate([chunk, np.zeros((size - real, *chunk.shape[1:]), np.uint8)])
+            outputs = self._forward(self.state, chunk)
             for gathered, output in zip((keypoints, evidence, spread), outputs):
-                gathered.append(np.asarray(output)[: len(chunk)])
+                gathered.append(np.asarray(output)[:real])
         if not keypoints:
             return (np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros((0, 0), np.float32),
                     np.zeros((0, 0), np.float32))
