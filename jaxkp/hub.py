@@ -110,6 +110,27 @@ def face_score_section(config: dict[str, Any]) -> str:
             f"default.{figures}\n{second_look}")
 
 
+def uncertainty_section(config: dict[str, Any]) -> str:
+    """The per-point uncertainty's description and calibration figures, when the weights carry one."""
+    uncertainty = config.get("uncertainty")
+    if not uncertainty:
+        return ""
+    rows = "\n".join(
+        f"| {name} | {figures['faces']} | " + " | ".join(
+            f"{figures[kind][key]:.3f}" for kind in ("in_sample", "cross_fitted")
+            for key in ("uncertainty_ratio", "uncertainty_spearman", "uncertainty_worst_auc")) + " |"
+        for name, figures in uncertainty.get("figures", {}).items())
+    table = ("\n\n| data set | faces | ratio | Spearman | worst-10% AUC | ratio (cross-fitted) "
+             "| Spearman (cross-fitted) | AUC (cross-fitted) |\n|" + " --- |" * 8 + "\n" + rows) if rows else ""
+    return (f"\n## Uncertainty\n\nEach face also carries 68 floats, `uncertainty`: each point's expected error in "
+            f"the photo's pixels, read from how widely the network's heatmap for that point spreads by a "
+            f"log-linear model fitted by `python -m train.uncertainty` on the validation faces. Ratio: mean "
+            f"predicted over mean actual point error; Spearman: rank correlation of predicted and actual point "
+            f"errors (both over the inter-ocular distance); AUC: how well a face's mean uncertainty finds its data "
+            f"set's worst tenth of faces by NME. Cross-fitted: each half of the people scored by the model fitted "
+            f"on the other half.{table}\n")
+
+
 def model_card(config: dict[str, Any], records: list[dict[str, Any]], repo_id: str) -> str:
     """README.md for the Hub: metadata, data and citation, recipe, figures, use and limits."""
     train = config.get("train_config", {})
@@ -178,7 +199,7 @@ NME is the mean point-to-point error divided by the distance between the outer e
 (points 36 and 45), computed on {evaluated_on}.
 
 {figures}
-{face_score_section(config)}
+{face_score_section(config)}{uncertainty_section(config)}
 ## Intended use and limits
 
 For research, teaching and demos of facial-landmark detection on roughly frontal faces. It was trained
