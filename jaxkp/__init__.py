@@ -19,7 +19,8 @@ def load_pipeline(weights: str | Path | None = None, min_score: float | None = N
     """Detector + network for a weights setting: folder, Hub repo id[@revision], or None for
     the default. Faces the network scores under `min_score` are left out (None: the
     weights' default threshold, or JAXKP_MIN_SCORE when set). `thorough` runs every face
-    proposal source (jaxkp.detect.THOROUGH_SOURCES) instead of the fast default ones."""
+    proposal source (jaxkp.detect.THOROUGH_SOURCES) instead of the fast default ones, and
+    reads each face with its mirror image too (KeypointModel.flip_average)."""
     import os
 
     from jaxkp.detect import DEFAULT_SOURCES, THOROUGH_SOURCES, FaceDetector
@@ -29,4 +30,6 @@ def load_pipeline(weights: str | Path | None = None, min_score: float | None = N
     if min_score is None and os.environ.get("JAXKP_MIN_SCORE"):
         min_score = float(os.environ["JAXKP_MIN_SCORE"])
     detector = FaceDetector(THOROUGH_SOURCES if thorough else DEFAULT_SOURCES)
-    return FaceKeypointPipeline(load_model(weights), detector, min_score)
+    model = load_model(weights)
+    model.flip_average = thorough
+    return FaceKeypointPipeline(model, detector, min_score)

@@ -11,7 +11,7 @@ from PIL import Image
 from jaxkp import geometry, load_pipeline
 from jaxkp.detect import Faces, nearest_face_boxes
 from jaxkp.examples import compose_faces
-from jaxkp.geometry import TRAINING_IMAGE_CROP
+from jaxkp.geometry import MIRROR, TRAINING_IMAGE_CROP
 from jaxkp.inference import BATCH_SIZES, ImageError, batch_plan, load_photo
 from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
 
@@ -119,6 +119,25 @@ def test_any_face_count_is_read_in_fixed_batch_shapes_without_padding_waste(pipe
     for count in (4, 6, 8, 9, 10):
         pipeline.model.read_faces(gray, boxes[:count])
     assert pipeline.model._forward._cache_size() == compiled
+
+
+def test_flip_averaging_reads_a_mirrored_face_as_the_mirror_of_the_face(pipeline):
+    gray = cv2.cvtColor(load_photo(ASTRONAUT), cv2.COLOR_RGB2GRAY)
+    box = np.array([[177.0, 66.0, 95.0, 95.0]])
+    patch = geometry.warp_to_input(gray, geometry.box_framing_matrix(box[0], pipeline.model.crop))[None]
+    model = pipeline.model
+    try:
+        model.flip_average = True
+        averaged, evidence, spread = model.readout(patch)
+        mirrored, _, mirrored_spread = model.readout(patch[:, :, ::-1])
+    finally:
+        model.flip_average = False
+    plain, plain_evidence, _ = model.readout(patch)
+    # Equivariant by construction: the mirror's reading is this one's, mirrored.
+    np.testing.assert_allclose(mirrored[0], (averaged[0] * [-1, 1])[MIRROR], atol=1e-5)
+    np.testing.assert_allclose(mirrored_spread[0], spread[0, MIRROR], atol=1e-6)
+    np.testing.assert_array_equal(evidence, plain_evidence)  # the face score reads the plain look
+    assert 0 < np.abs(averaged - plain).max() < 0.05  # a refinement, not another answer
 
 
 @pytest.mark.slow
