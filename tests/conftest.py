@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,32 @@ from synthetic import write_dataset  # noqa: E402
 
 # The real data sits beside the checkout (../shared/data/...) unless JAXKP_DATA_DIR says otherwise.
 REAL_DATA = Path(os.environ.get("JAXKP_DATA_DIR", ROOT.parent / "shared" / "data" / "youtube-faces-keypoints"))
+XLA_CACHE = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One XLA compilation cache for the session, in a fresh folder: the tests and the
+    processes they start (which inherit the environment) compile the same networks at the
+    same shapes many times over, and a compiled program read back from the cache is the
+    one XLA would compile again. The folder goes at the end, so every run starts cold.
+    A JAX_COMPILATION_CACHE_DIR already set is used as it is."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="jaxkp-test-xla-cache-")
+        config.stash[XLA_CACHE] = folder
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    if "jax" in sys.modules:  # a plugin imported it before the environment was set
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", 0)))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(XLA_CACHE, None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
