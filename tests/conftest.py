@@ -65,6 +65,21 @@ def synthetic_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synthetic"))
 
 
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """The tiny recipe trained for three epochs on the generated data, in float32 on this
+    process's one device, once for the session: (its workdir, its per-epoch records). It is
+    the uninterrupted run that resuming, mixed precision and several processes are compared
+    with. A test that writes into a run copies the folder first."""
+    from train.config import CONFIGS
+    from train.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    records = train_and_evaluate(CONFIGS["tiny"].replace(epochs=3), synthetic_data_dir, workdir)
+    assert [record["epoch"] for record in records] == [1, 2, 3]
+    return workdir, records
+
+
 @pytest.fixture(scope="module")
 def app_module():
     import app

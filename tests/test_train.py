@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,23 +65,23 @@ def test_heatmap_recipe_step_reaches_every_parameter(synthetic_data_dir):
 
 
 @pytest.mark.slow
-def test_resumed_run_equals_uninterrupted_run(synthetic_data_dir, tmp_path):
-    config = TINY.replace(epochs=2)
-    straight = train_and_evaluate(config, synthetic_data_dir, tmp_path / "straight")
+def test_resumed_run_equals_uninterrupted_run(synthetic_data_dir, tiny_run, tmp_path):
+    straight_dir, straight = tiny_run  # TINY for 3 epochs, uninterrupted
+    config = TINY.replace(epochs=3)
     train_and_evaluate(config.replace(epochs=1), synthetic_data_dir, tmp_path / "resumed")
     resumed = train_and_evaluate(config, synthetic_data_dir, tmp_path / "resumed")
-    assert [r["epoch"] for r in resumed] == [1, 2]
+    assert [r["epoch"] for r in resumed] == [1, 2, 3]
     assert resumed[-1]["train_loss"] == straight[-1]["train_loss"]
     for name in ("model.safetensors", "config.json", "metrics.jsonl", "loss_curve.png", TRAIN_STATE_FILE):
         assert (tmp_path / "resumed" / name).is_file()
-    a, _ = checkpoint.load_weights(tmp_path / "straight")
+    a, _ = checkpoint.load_weights(straight_dir)
     b, _ = checkpoint.load_weights(tmp_path / "resumed")
     for name, value in checkpoint.model_arrays(a).items():
         np.testing.assert_array_equal(value, checkpoint.model_arrays(b)[name])
     saved = json.loads((tmp_path / "resumed" / "config.json").read_text())
-    assert saved["network"] == "reference" and saved["epochs_done"] == 2
+    assert saved["network"] == "reference" and saved["epochs_done"] == 3
     records = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in records] == [1, 2]
+    assert [json.loads(line)["epoch"] for line in records] == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -105,13 +106,12 @@ def test_kill_9_then_same_command_resumes(synthetic_data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic_data_dir, tmp_path):
-    workdir = tmp_path / "run"
-    train_and_evaluate(TINY.replace(epochs=1), synthetic_data_dir, workdir)
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic_data_dir, tiny_run, tmp_path):
+    workdir = shutil.copytree(tiny_run[0], tmp_path / "run")  # a finished TINY run (3 epochs)
     good = (workdir / "model.safetensors").read_bytes()
     # Same run continued with an absurd learning rate, which is a config change: refused.
     with pytest.raises(TrainingError, match="another config"):
-        train_and_evaluate(TINY.replace(epochs=2, learning_rate=1e30), synthetic_data_dir, workdir)
+        train_and_evaluate(TINY.replace(epochs=4, learning_rate=1e30), synthetic_data_dir, workdir)
     blowup = tmp_path / "blowup"
     with pytest.raises(TrainingError, match="loss became"):
         train_and_evaluate(TINY.replace(epochs=2, learning_rate=1e30), synthetic_data_dir, blowup)
@@ -185,15 +185,15 @@ def test_short_run_on_real_data(real_data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_bfloat16_compute_trains_tiny_as_float32_does(synthetic_data_dir, tmp_path):
+def test_bfloat16_compute_trains_tiny_as_float32_does(synthetic_data_dir, tiny_run, tmp_path):
     model = create_model("reference")
     set_compute_dtype(model, "bfloat16")
     model.eval()
     assert model(jnp.zeros((1, 224, 224, 1))).dtype == jnp.bfloat16  # the layers compute in bfloat16
     assert {leaf.dtype for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype("float32")}
-    config = TINY.replace(epochs=3)
-    full = train_and_evaluate(config, synthetic_data_dir, tmp_path / "float32")
-    mixed = train_and_evaluate(config.replace(compute_dtype="bfloat16"), synthetic_data_dir, tmp_path / "bfloat16")
+    _, full = tiny_run  # TINY for 3 epochs in float32
+    mixed = train_and_evaluate(TINY.replace(epochs=3, compute_dtype="bfloat16"), synthetic_data_dir,
+                               tmp_path / "bfloat16")
     assert mixed[-1]["train_loss"] < 0.5 * mixed[0]["train_loss"]  # it learns
     np.testing.assert_allclose([r["train_loss"] for r in mixed], [r["train_loss"] for r in full], rtol=0.05)
     trained, saved = checkpoint.load_weights(tmp_path / "bfloat16")
