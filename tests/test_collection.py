@@ -62,7 +62,7 @@ def test_a_half_written_last_line_is_cut_off_on_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_jsonl_in_shards_with_workers_then_resumed_after_a_crash(photos, tmp_path):
+def test_jsonl_in_shards_with_workers_then_resumed_after_a_crash(photos, tmp_path, capsys):
     first, second = tmp_path / "0.jsonl", tmp_path / "1.jsonl"
     run = predict(str(photos), "--jsonl", str(first), "--shard", "0/2", "--workers", "2")
     assert run.returncode == 0, run.stderr
@@ -84,17 +84,24 @@ def test_jsonl_in_shards_with_workers_then_resumed_after_a_crash(photos, tmp_pat
     # Same photo, once read by a worker process (part 0) and once in the parent (part 1): same record.
     assert by_name["a.png"]["faces"] == by_name["d.png"]["faces"]
     # A crash in the middle of writing part 1's second line: --resume cuts it off and reads that photo again.
+    # (The command's entry point, in this process: the runs above are the command itself.)
+    from jaxkp.__main__ import main
+
     lines = second.read_text().splitlines(keepends=True)
     second.write_text(lines[0] + lines[1][:25])
-    refused = predict(str(photos), "--jsonl", str(second), "--shard", "1/2")
-    assert refused.returncode == 1 and "--resume" in refused.stderr
-    resumed = predict(str(photos), "--jsonl", str(second), "--shard", "1/2", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "1 image(s) already in" in resumed.stderr and "2 to go" in resumed.stderr
+    capsys.readouterr()
+    assert main(["predict", str(photos), "--jsonl", str(second), "--shard", "1/2"]) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main(["predict", str(photos), "--jsonl", str(second), "--shard", "1/2", "--resume"]) == 0
+    resumed = capsys.readouterr().err
+    assert "1 image(s) already in" in resumed and "2 to go" in resumed
     assert read_jsonl(second) == [json.loads(line) for line in lines]
     assert [record["path"] for record in read_jsonl(second)] == every[1::2]
 
 
-def test_resume_needs_jsonl():
-    run = predict(str(ASTRONAUT), "--resume")
-    assert run.returncode == 2 and "--resume goes with --jsonl" in run.stderr
+def test_resume_needs_jsonl(capsys):
+    from jaxkp.__main__ import main  # the command's entry point: argparse exits with 2
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["predict", str(ASTRONAUT), "--resume"])
+    assert stopped.value.code == 2 and "--resume goes with --jsonl" in capsys.readouterr().err

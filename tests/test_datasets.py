@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -20,7 +18,6 @@ from train import data
 from train.config import CONFIGS, DataSource
 from train.train import TrainingError, WithConventions, epoch_subset, train_and_evaluate
 
-ROOT = Path(__file__).resolve().parent.parent
 NOSE = list(metrics.REGIONS["nose"])
 
 
@@ -80,7 +77,7 @@ def test_markup_offsets_mirror_with_a_mirrored_example():
 
 
 @pytest.mark.slow
-def test_two_data_sets_train_with_their_own_markups_and_report_each(synthetic_data_dir, tmp_path):
+def test_two_data_sets_train_with_their_own_markups_and_report_each(synthetic_data_dir, tmp_path, capsys):
     photos = write_dataset(tmp_path / "photos", seed=1)
     frames = shifted_copy(synthetic_data_dir, tmp_path / "frames", nose_shift_px=6.0)
     config = CONFIGS["tiny"].replace(
@@ -101,21 +98,20 @@ def test_two_data_sets_train_with_their_own_markups_and_report_each(synthetic_da
     # The frames' nose sits lower in their mark-up; the learnt offset says so (y is down).
     assert offsets[NOSE, 1].mean() > offsets[others, 1].mean() + 0.01
 
-    # Scoring in either mark-up, and per region.
-    command = [sys.executable, "-m", "train.evaluate", "--weights", str(tmp_path / "run"), "--split", "training",
-               "--data-dir", str(frames), "--json"]
-    served = subprocess.run(command + [str(tmp_path / "served.json")], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
-    assert served.returncode == 0, served.stderr
-    own = subprocess.run(command + [str(tmp_path / "own.json"), "--markup", "frames"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert own.returncode == 0, own.stderr
+    # Scoring in either mark-up, and per region: the evaluation command's own entry point, in
+    # this process (tests/test_evaluate.py runs it as `python -m train.evaluate`).
+    from train.evaluate import main as evaluate
+
+    command = ["--weights", str(tmp_path / "run"), "--split", "training", "--data-dir", str(frames), "--json"]
+    capsys.readouterr()
+    assert evaluate(command + [str(tmp_path / "served.json")]) == 0, capsys.readouterr().err
+    assert evaluate(command + [str(tmp_path / "own.json"), "--markup", "frames"]) == 0, capsys.readouterr().err
     served, own = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("served", "own"))
     assert set(served["regions"]) == {"jaw", "brows", "nose", "eyes", "mouth"}
     assert own["regions"]["nose"]["offset_y"] > served["regions"]["nose"]["offset_y"]
-    unknown = subprocess.run(command + [str(tmp_path / "x.json"), "--markup", "nope"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
-    assert unknown.returncode == 1 and "know no mark-up 'nope'" in unknown.stderr
+    capsys.readouterr()
+    assert evaluate(command + [str(tmp_path / "x.json"), "--markup", "nope"]) == 1
+    assert "know no mark-up 'nope'" in capsys.readouterr().err
 
 
 def test_region_summary_shows_a_shift_as_an_offset():
