@@ -39,8 +39,9 @@ def test_one_training_step_on_generated_data(synthetic_data_dir):
     changed = [name for name in before if not np.array_equal(before[name], after[name])]
     assert "conv1.kernel" in changed and "fc2.bias" in changed
     assert "bn2.mean" in changed  # BatchNorm statistics update in training mode
-    # Repeated steps on one batch must fit it: the step really descends.
-    for _ in range(15):
+    # Repeated steps on one batch must fit it: the step really descends (8 steps take the
+    # loss to about a fifth).
+    for _ in range(8):
         last = float(trainer.step(batch.images, batch.keypoints))
     assert last < loss
 
@@ -59,7 +60,7 @@ def test_heatmap_recipe_step_reaches_every_parameter(synthetic_data_dir):
     after = flat_params(trainer)
     unchanged = [name for name in before if np.array_equal(before[name], after[name])]
     assert np.isfinite(loss) and not unchanged, unchanged
-    for _ in range(15):
+    for _ in range(8):  # the loss falls to about 0.6 of the first
         last = float(trainer.step(batch.images, batch.keypoints))
     assert last < loss
 
