@@ -144,7 +144,9 @@ def test_status_says_the_cap_cut_faces_only_when_it_did(app, tmp_path, count, ca
     event, outputs = app.call_file(photo)
     assert event == "complete"
     assert len(outputs[2]["faces"]) == 20
-    assert outputs[3] == "Found 20 faces" + (" (showing the 20 largest)" if capped else "") + "."
+    found, _, legend = outputs[3].partition(" Dots")
+    assert found == "Found 20 faces" + (" (showing the 20 largest)" if capped else "") + "."
+    assert legend.startswith(" are coloured by how sure each point is")
 
 
 def test_video_and_live_endpoints_refuse_alike(app, tmp_path):
