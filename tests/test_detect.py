@@ -81,14 +81,15 @@ def test_upright_face_box_levels_a_leaning_face_and_frames_it_as_the_detector(pi
     crop = pipeline.model.crop
     shown = geometry.apply_affine(geometry.box_framing_matrix(box, crop, turn), leaning)
     shown_level = geometry.apply_affine(geometry.box_framing_matrix(level_box, crop, level_turn), level)
-    np.testing.assert_allclose(shown, shown_level, atol=1e-6)
+    # Within 1e-4 input pixels: OpenCV's turn matrices round in their own way (6e-6 px seen at a 33° lean).
+    np.testing.assert_allclose(shown, shown_level, atol=1e-4)
     eyes = shown[42:48].mean(axis=0) - shown[36:42].mean(axis=0)
     assert abs(eyes[1]) < 1e-6 * abs(eyes[0])
     # Levelled, the box sits where the detector's median box sits on the keypoints.
     input_box = geometry.detector_box(shown, geometry.DETECTOR_BOX_MEDIAN)
     expected = geometry.apply_affine(geometry.box_framing_matrix(box, crop, turn),
                                      np.array([box[:2] + box[2:] / 2]))[0]
-    np.testing.assert_allclose(np.array(input_box[:2]) + np.array(input_box[2:]) / 2, expected, atol=1e-6)
+    np.testing.assert_allclose(np.array(input_box[:2]) + np.array(input_box[2:]) / 2, expected, atol=1e-4)
 
 
 def test_framing_is_named_by_the_config_and_old_configs_still_read():
