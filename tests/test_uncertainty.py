@@ -137,3 +137,13 @@ def test_shipped_calibration_on_the_validation_photos(real_300w_dir):
         assert 0.8 < figures["uncertainty_ratio"] < 1.25, figures
         assert figures["uncertainty_spearman"] >= 0.45, figures
         assert figures["uncertainty_worst_auc"] >= 0.8, figures
+
+
+def test_a_video_records_each_points_expected_error_in_the_inputs_pixels():
+    from jaxkp.video import to_input_pixels
+
+    face = {"id": 3, "box": [10.0, 20.0, 30.0, 40.0], "keypoints": np.ones((NUM_KEYPOINTS, 2)).tolist(),
+            "uncertainty": np.linspace(1, 2, NUM_KEYPOINTS).tolist(), "pose": None}
+    recorded = to_input_pixels(face, np.array([3.0, 3.0]))  # frames worked on at a third of the input's size
+    np.testing.assert_allclose(recorded["uncertainty"], np.linspace(3, 6, NUM_KEYPOINTS), atol=0.01)
+    assert to_input_pixels(face | {"uncertainty": None}, np.array([3.0, 3.0]))["uncertainty"] is None
