@@ -204,37 +204,41 @@ def upsample_2x(x: jax.Array) -> jax.Array:
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
+def spatial_softmax(logits: jax.Array) -> jax.Array:
+    """(B, H, W, K) heatmap logits -> each keypoint's distribution over the map's cells."""
+    batch, height, width, keypoints = logits.shape
+    # float32 whatever the layers computed in: a softmax over 784 cells needs its precision.
+    weights = jax.nn.softmax(logits.astype(jnp.float32).reshape(batch, height * width, keypoints), axis=1)
+    return weights.reshape(batch, height, width, keypoints)
+
+
+def _moments(weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each keypoint's mean (B, K, 2) and summed x and y variance (B, K) under its
+    spatial softmax, in [-1, 1] about the centre."""
+    _, height, width, _ = weights.shape
+    # Cell i covers [i, i + 1) of the map, so its centre sits at (i + 0.5) / size.
+    xs = (jnp.arange(width) + 0.5) / width * 2 - 1
+    ys = (jnp.arange(height) + 0.5) / height * 2 - 1
+    column, row = weights.sum(axis=1), weights.sum(axis=2)  # (B, W, K) and (B, H, K)
+    x, y = jnp.einsum("bwk,w->bk", column, xs), jnp.einsum("bhk,h->bk", row, ys)
+    variance = jnp.einsum("bwk,w->bk", column, xs**2) - x**2 + jnp.einsum("bhk,h->bk", row, ys**2) - y**2
+    return jnp.stack([x, y], axis=-1), variance
+
+
 def soft_argmax(logits: jax.Array) -> jax.Array:
     """(B, H, W, K) heatmap logits -> (B, K, 2) expected (x, y) in [-1, 1] about the centre.
 
     The expectation under a spatial softmax (integral regression, Sun et al.
     2018) is differentiable and finer than the map's cells.
     """
-    batch, height, width, keypoints = logits.shape
-    # float32 whatever the layers computed in: a softmax over 784 cells needs its precision.
-    weights = jax.nn.softmax(logits.astype(jnp.float32).reshape(batch, height * width, keypoints), axis=1)
-    weights = weights.reshape(batch, height, width, keypoints)
-    # Cell i covers [i, i + 1) of the map, so its centre sits at (i + 0.5) / size.
-    xs = (jnp.arange(width) + 0.5) / width * 2 - 1
-    ys = (jnp.arange(height) + 0.5) / height * 2 - 1
-    x = jnp.einsum("bhwk,w->bk", weights, xs)
-    y = jnp.einsum("bhwk,h->bk", weights, ys)
-    return jnp.stack([x, y], axis=-1)
+    return _moments(spatial_softmax(logits))[0]
 
 
 def heatmap_spread(logits: jax.Array) -> jax.Array:
     """(B, H, W, K) heatmap logits -> (B, K): how widely each keypoint's spatial softmax
     spreads about its expectation (the root of its x and y variances summed), in the
     normalised units of soft_argmax. A network unsure where a point is spreads it out."""
-    batch, height, width, keypoints = logits.shape
-    weights = jax.nn.softmax(logits.astype(jnp.float32).reshape(batch, height * width, keypoints), axis=1)
-    weights = weights.reshape(batch, height, width, keypoints)
-    xs = (jnp.arange(width) + 0.5) / width * 2 - 1
-    ys = (jnp.arange(height) + 0.5) / height * 2 - 1
-    column, row = weights.sum(axis=1), weights.sum(axis=2)  # (B, W, K) and (B, H, K)
-    variance_x = jnp.einsum("bwk,w->bk", column, xs**2) - jnp.einsum("bwk,w->bk", column, xs) ** 2
-    variance_y = jnp.einsum("bhk,h->bk", row, ys**2) - jnp.einsum("bhk,h->bk", row, ys) ** 2
-    return jnp.sqrt(jnp.maximum(variance_x + variance_y, 1e-12))
+    return jnp.sqrt(jnp.maximum(_moments(spatial_softmax(logits))[1], 1e-12))
 
 
 class HeatmapNet(nnx.Module):
@@ -292,7 +296,9 @@ class HeatmapNet(nnx.Module):
         log_weights = jax.nn.log_softmax(logits.astype(jnp.float32).reshape(batch, height * width, keypoints), axis=1)
         peaks = log_weights.max(axis=1)
         pooled = coarse.astype(jnp.float32).mean(axis=(1, 2))
-        return soft_argmax(logits), jnp.concatenate([peaks, pooled], axis=-1), heatmap_spread(logits)
+        # One softmax for the points and their spread.
+        points, variance = _moments(spatial_softmax(logits))
+        return points, jnp.concatenate([peaks, pooled], axis=-1), jnp.sqrt(jnp.maximum(variance, 1e-12))
 
 
 NETWORKS: dict[str, type[nnx.Module]] = {

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +51,33 @@ def framed_inputs(model: KeypointModel, dataset: data.Dataset) -> tuple[np.ndarr
     return np.stack([geometry.warp_to_input(image, m) for image, m in zip(dataset.images, matrices)]), matrices
 
 
+@dataclass
+class FramedReading:
+    """What the network read from a data set's images, each framed as its training validated."""
+
+    keypoints: np.ndarray  # (N, 68, 2) image pixels
+    evidence: np.ndarray  # (N, E) KeypointModel.readout's
+    spread: np.ndarray  # (N, 68) heatmap spreads, normalised units ((N, 0) without heatmaps)
+    unit_pixels: np.ndarray  # (N,) image pixels per normalised unit (geometry.image_pixels_per_unit)
+
+
+def read_framed(model: KeypointModel, dataset: data.Dataset, markup: str | None = None) -> FramedReading:
+    """The model's reading of every image framed as its training validated, its keypoints
+    in `markup` (default: the one the model answers in)."""
+    patches, matrices = framed_inputs(model, dataset)
+    normalised, evidence, spread = model.readout(patches)
+    if markup is not None:
+        normalised = normalised - model.markup_offset + model.markup_offset_for(markup)
+    keypoints = np.stack([geometry.keypoints_to_image(points, m) for points, m in zip(normalised, matrices)])
+    return FramedReading(keypoints, evidence, spread, np.array([geometry.image_pixels_per_unit(m) for m in matrices]))
+
+
 def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray | None]:
     """Pixel keypoints (N, 68, 2), each image framed as the model's training validated, and
     each point's expected error in pixels (N, 68) (None for weights without that model)."""
-    patches, matrices = framed_inputs(model, dataset)
-    normalised, evidence, spread = model.readout(patches)
-    keypoints = np.stack([geometry.keypoints_to_image(points, m) for points, m in zip(normalised, matrices)])
-    expected = model.expected_errors(evidence, spread)
-    if expected is not None:
-        expected = expected * np.array([geometry.image_pixels_per_unit(m) for m in matrices])[:, None]
-    return keypoints, expected
+    reading = read_framed(model, dataset)
+    expected = model.expected_errors(reading.evidence, reading.spread)
+    return reading.keypoints, None if expected is None else expected * reading.unit_pixels[:, None]
 
 
 def predict_end_to_end(model: KeypointModel, dataset: data.Dataset, second_look: bool | None = None
@@ -118,13 +136,29 @@ def evaluate_folder(
     return summary
 
 
+def holdout_of(data_dir: Path, train_config: dict[str, Any]) -> str:
+    """How the run of `train_config` held out a folder of this name: "person" or "photo"."""
+    return next((source.get("holdout", "person") for source in train_config.get("datasets") or ()
+                 if source["name"] == Path(data_dir).name), "person")
+
+
 def validation_part(dataset: data.Dataset, data_dir: Path, train_config: dict[str, Any]) -> data.Dataset:
     """The images of `dataset` that the run of `train_config` held out for validation
     (by person or by photo, as its recipe names for a folder of this name)."""
-    holdout = next((source.get("holdout", "person") for source in train_config.get("datasets") or ()
-                    if source["name"] == Path(data_dir).name), "person")
-    _, val_idx = data.split_by_person(dataset.names, train_config["val_fraction"], train_config["seed"], holdout)
+    _, val_idx = data.split_by_person(dataset.names, train_config["val_fraction"], train_config["seed"],
+                                      holdout_of(data_dir, train_config))
     return dataset.subset(val_idx)
+
+
+def load_run(weights: str | None) -> tuple[Path, KeypointModel, dict[str, Any]]:
+    """Weights whose config.json records the run that made them: their folder, the model
+    and that config (its "train_config" holds the run's split). Raises WeightsError."""
+    weights_dir = resolve_weights(weights)
+    model = load_model(weights_dir)
+    config = read_config(weights_dir)
+    if not config.get("train_config"):
+        raise WeightsError(f"{weights_dir}/config.json records no training split")
+    return weights_dir, model, config
 
 
 def format_regions(regions: dict[str, dict[str, float]]) -> str:

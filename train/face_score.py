@@ -32,13 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxkp.checkpoint import CONFIG_FILE, WeightsError, read_config, write_json
+from jaxkp import metrics
+from jaxkp.checkpoint import CONFIG_FILE, WeightsError, write_json
 from jaxkp.detect import FaceDetector, holds, overlap
 from jaxkp.geometry import DETECTOR_BOX_MEDIAN, DETECTOR_BOX_STD, box_framing_matrix, detector_box, warp_to_input
 from jaxkp.inference import FaceScore, KeypointModel
-from jaxkp.weights import load_model, resolve_weights
 from train import data
-from train.evaluate import validation_part
+from train.evaluate import load_run, validation_part
 
 MAX_TURN = 15.0
 # Positives kept at the default threshold, measured on the training crops.
@@ -130,17 +130,10 @@ def fit(evidence: np.ndarray, labels: np.ndarray, l2: float = 1e-3, steps: int =
             "bias": float(params[1])}
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Probability that a random face outscores a random non-face."""
-    ranks = np.argsort(np.argsort(scores)) + 1
-    positives = labels == 1
-    n_pos, n_neg = positives.sum(), (~positives).sum()
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def report(score: FaceScore, evidence: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     scores = score(evidence)
-    return {"faces": int(labels.sum()), "non_faces": int((labels == 0).sum()), "auc": roc_auc(scores, labels),
+    return {"faces": int(labels.sum()), "non_faces": int((labels == 0).sum()),
+            "auc": metrics.roc_auc(labels == 1, scores),
             "face_recall": float((scores[labels == 1] >= score.threshold).mean()),
             "non_face_pass_rate": float((scores[labels == 0] >= score.threshold).mean())}
 
@@ -155,12 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     args = parser.parse_args(argv)
     try:
-        weights_dir = resolve_weights(args.weights)
-        model = load_model(weights_dir)
-        config = read_config(weights_dir)
-        train_config = config.get("train_config")
-        if not train_config:
-            raise WeightsError(f"{weights_dir}/config.json records no training split")
+        weights_dir, model, config = load_run(args.weights)
+        train_config = config["train_config"]
         train_parts, val_parts = [], []
         for data_dir in args.data_dir:
             dataset = data.load_dataset(data_dir)

@@ -29,14 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from jaxkp import geometry, metrics
-from jaxkp.checkpoint import CONFIG_FILE, WeightsError, read_config, write_json
+from jaxkp import metrics
+from jaxkp.checkpoint import CONFIG_FILE, WeightsError, write_json
 from jaxkp.inference import KeypointModel
 from jaxkp.model import NUM_KEYPOINTS
 from jaxkp.uncertainty import PointUncertainty, fit_point_uncertainty
-from jaxkp.weights import load_model, resolve_weights
 from train import data
-from train.evaluate import framed_inputs, validation_part
+from train.evaluate import holdout_of, load_run, read_framed, validation_part
 
 
 class Readings:
@@ -45,15 +44,11 @@ class Readings:
 
     def __init__(self, model: KeypointModel, dataset: data.Dataset, markup: str | None, holdout: str):
         self.people = [data.HOLDOUTS[holdout](name) for name in dataset.names]
-        patches, matrices = framed_inputs(model, dataset)
-        model.markup_offset = model.markup_offset_for(markup)
-        normalised, evidence, self.spread = model.readout(patches)
-        model.markup_offset = model.markup_offset_for(None)
-        self.peaks = evidence[:, :NUM_KEYPOINTS]
+        reading = read_framed(model, dataset, markup)
+        self.spread, self.peaks = reading.spread, reading.evidence[:, :NUM_KEYPOINTS]
         self.names = dataset.names
         self.truth = dataset.keypoints
-        self.predicted = np.stack([geometry.keypoints_to_image(p, m) for p, m in zip(normalised, matrices)])
-        self.unit_pixels = np.array([geometry.image_pixels_per_unit(m) for m in matrices])
+        self.predicted, self.unit_pixels = reading.keypoints, reading.unit_pixels
         # Actual point errors in normalised input units.
         self.errors = np.linalg.norm(self.predicted - self.truth, axis=-1) / self.unit_pixels[:, None]
 
@@ -96,22 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     args = parser.parse_args(argv)
     try:
-        weights_dir = resolve_weights(args.weights)
-        model = load_model(weights_dir)
-        config = read_config(weights_dir)
-        train_config = config.get("train_config")
-        if not train_config:
-            raise WeightsError(f"{weights_dir}/config.json records no training split")
+        weights_dir, model, config = load_run(args.weights)
+        train_config, known = config["train_config"], config.get("markup_offsets", {})
         if not model.readout(np.zeros((1, 224, 224), np.uint8))[2].shape[1]:
             raise WeightsError(f"the {config.get('network')} network has no heatmaps to read (only heatmap "
                                "networks do)")
         readings = []
         for data_dir in args.data_dir:
             dataset = validation_part(data.load_dataset(data_dir), data_dir, train_config)
-            known = config.get("markup_offsets", {})
-            holdout = next((source.get("holdout", "person") for source in train_config.get("datasets") or ()
-                            if source["name"] == data_dir.name), "person")
-            readings.append(Readings(model, dataset, data_dir.name if data_dir.name in known else None, holdout))
+            readings.append(Readings(model, dataset, data_dir.name if data_dir.name in known else None,
+                                     holdout_of(data_dir, train_config)))
     except (data.DataError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
