@@ -263,20 +263,29 @@ class HeatmapNet(nnx.Module):
         # No bias: the softmax over positions cancels a per-map constant.
         self.heatmap = nnx.Conv(decoder_channels, NUM_KEYPOINTS, (1, 1), use_bias=False, rngs=rngs)
 
-    def heatmaps(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Heatmap logits (B, 28, 28, 68) and the coarsest stage's map (B, 7, 7, C)."""
+    def stage_outputs(self, images: jax.Array) -> list[jax.Array]:
+        """Each stage's output: the 56, 28, 14 and 7 maps."""
         x = space_to_depth(images)
-        stage_outputs = []
+        outputs = []
         for stage in self.stages:
             for layer in stage:
                 x = layer(x)
-            stage_outputs.append(x)
+            outputs.append(x)
+        return outputs
+
+    def decode(self, stage_outputs: list[jax.Array]) -> jax.Array:
+        """The top-down decoder's 28x28 map (B, 28, 28, decoder_channels)."""
         # stage_outputs[1:] are the 28, 14 and 7 maps; walk them from coarse to fine.
         fine_maps = stage_outputs[1:]
         x = self.lateral[-1](fine_maps[-1])
         for level in range(len(fine_maps) - 2, -1, -1):
             x = self.merge[level](upsample_2x(x) + self.lateral[level](fine_maps[level]))
-        return self.heatmap(x), fine_maps[-1]
+        return x
+
+    def heatmaps(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Heatmap logits (B, 28, 28, 68) and the coarsest stage's map (B, 7, 7, C)."""
+        stage_outputs = self.stage_outputs(images)
+        return self.heatmap(self.decode(stage_outputs)), stage_outputs[-1]
 
     def __call__(self, images: jax.Array) -> jax.Array:
         return soft_argmax(self.heatmaps(images)[0])
@@ -301,8 +310,44 @@ class HeatmapNet(nnx.Module):
         return points, jnp.concatenate([peaks, pooled], axis=-1), jnp.sqrt(jnp.maximum(variance, 1e-12))
 
 
+class HeatmapNet56(HeatmapNet):
+    """HeatmapNet with one more decoder level: 68 heatmaps at 56x56 (4 input pixels a
+    cell instead of 8), the first stage's 56x56 map giving the finer detail.
+
+    The 28x28 decoder map is narrowed (1x1 conv, at 28x28 where it is 4x cheaper; a
+    1x1 conv commutes with the nearest-neighbour upsampling), upsampled and added to a
+    1x1 lateral from the 56x56 stage; a conv block merges them at `fine_channels` (the
+    56x56 level dominates the added cost). Its heatmaps are HeatmapNet's 28x28 logits
+    upsampled plus a correction read from the 56x56 map by a zero-initialised 1x1 conv,
+    so every HeatmapNet tensor keeps its name and shape and, started from HeatmapNet
+    weights, this network first gives exactly their keypoints (the soft-argmax of a
+    nearest-neighbour-upsampled map is the original's: each cell's four sub-cells
+    average to its centre), then learns the finer level as a refinement. Adding the
+    correction to the logits equals adding a 64-channel feature map before the shared
+    heatmap conv (both are linear), without a 64-channel map and a 64->68 conv at 56x56.
+    """
+
+    def __init__(self, rngs: nnx.Rngs, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 depths: tuple[int, ...] = (0, 1, 2, 2), decoder_channels: int = 64, fine_channels: int = 32):
+        super().__init__(rngs, widths, depths, decoder_channels)
+        self.fine_narrow = nnx.Conv(decoder_channels, fine_channels, (1, 1), use_bias=False,
+                                    kernel_init=kaiming_normal, rngs=rngs)
+        self.fine_lateral = nnx.Conv(widths[0], fine_channels, (1, 1), kernel_init=kaiming_normal, rngs=rngs)
+        self.fine_merge = ConvBlock(fine_channels, fine_channels, 1, rngs)
+        self.fine_heatmap = nnx.Conv(fine_channels, NUM_KEYPOINTS, (1, 1), use_bias=False,
+                                     kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+
+    def heatmaps(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Heatmap logits (B, 56, 56, 68) and the coarsest stage's map (B, 7, 7, C)."""
+        stage_outputs = self.stage_outputs(images)
+        x = self.decode(stage_outputs)
+        fine = self.fine_merge(upsample_2x(self.fine_narrow(x)) + self.fine_lateral(stage_outputs[0]))
+        return upsample_2x(self.heatmap(x)) + self.fine_heatmap(fine), stage_outputs[-1]
+
+
 NETWORKS: dict[str, type[nnx.Module]] = {
     "reference": ReferenceNet, "compact": CompactNet, "residual": ResidualNet, "heatmap": HeatmapNet,
+    "heatmap56": HeatmapNet56,
 }
 
 

@@ -73,7 +73,7 @@ def test_networks_are_registered_by_name():
         raise AssertionError("unknown network accepted")
 
 
-@pytest.mark.parametrize("network", ["compact", "residual", "heatmap"])
+@pytest.mark.parametrize("network", ["compact", "residual", "heatmap", "heatmap56"])
 def test_variant_shapes_and_weights_fit_a_space(tmp_path, network):
     from jaxkp import checkpoint
 
@@ -111,3 +111,36 @@ def test_wing_loss_is_log_near_zero_linear_beyond_and_continuous():
     np.testing.assert_allclose(wing(WING_WIDTH - 1e-3), wing(WING_WIDTH + 1e-3), atol=1e-2)
     np.testing.assert_allclose(wing(40.0) - wing(30.0), 10.0, rtol=1e-4)  # slope 1 in the linear part
     assert float(keypoint_loss("l1", jnp.array([0.5, -0.5]), jnp.zeros(2))) == 0.5
+
+
+def test_heatmap56_reads_out_what_heatmap_does_at_twice_the_resolution():
+    """56x56 heatmaps, the same kinds of outputs as HeatmapNet's (the face score and the
+    uncertainty read the evidence and the spread unchanged), and every HeatmapNet tensor
+    under the same name and shape, so HeatmapNet weights fill them; with those weights
+    and the new level as initialised (its last conv zero) the keypoints are HeatmapNet's."""
+    from jaxkp import checkpoint
+
+    coarse, fine = create_model("heatmap", seed=1), create_model("heatmap56", seed=2)
+    coarse.eval()
+    fine.eval()
+    images = jax.random.uniform(jax.random.key(0), (2, 224, 224, 1), minval=-1, maxval=1)
+    logits, pooled_map = fine.heatmaps(images)
+    assert logits.shape == (2, 56, 56, 68) and pooled_map.shape == (2, 7, 7, 256)
+    points, evidence, spread = fine.readout(images)
+    coarse_points, coarse_evidence, _ = coarse.readout(images)
+    assert points.shape == (2, 68, 2) and spread.shape == (2, 68)
+    assert evidence.shape == coarse_evidence.shape == (2, 68 + 256)
+    keypoints, same_evidence = fine.keypoints_and_evidence(images)
+    np.testing.assert_array_equal(keypoints, points)
+    np.testing.assert_array_equal(same_evidence, evidence)
+
+    shared = checkpoint.model_arrays(coarse)
+    state = nnx.state(fine, (nnx.Param, nnx.BatchStat))
+    for path, variable in nnx.to_flat_state(state):
+        name = ".".join(map(str, path))
+        if name in shared:
+            assert shared[name].shape == variable.get_value().shape, name
+            variable.set_value(jnp.asarray(shared[name]))
+    assert set(shared) <= set(checkpoint.model_arrays(fine))
+    nnx.update(fine, state)
+    np.testing.assert_allclose(fine(images), coarse_points, atol=1e-6)
