@@ -14,10 +14,22 @@ import pytest
 from flax import nnx
 
 from jaxkp import checkpoint
-from jaxkp.model import create_model
+from jaxkp.model import create_model, soft_argmax
 from train import data
-from train.config import CONFIGS
-from train.train import TRAIN_STATE_FILE, Trainer, TrainingError, make_mesh, set_compute_dtype, train_and_evaluate
+from train.config import CONFIGS, Config
+from train.train import (
+    TRAIN_STATE_FILE,
+    Trainer,
+    TrainingError,
+    heatmap_loss,
+    initial_model,
+    keypoint_loss,
+    load_shared_tensors,
+    make_mesh,
+    set_compute_dtype,
+    to_input,
+    train_and_evaluate,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = CONFIGS["tiny"]
@@ -200,3 +212,93 @@ def test_bfloat16_compute_trains_tiny_as_float32_does(synthetic_data_dir, tiny_r
     trained, saved = checkpoint.load_weights(tmp_path / "bfloat16")
     assert saved["train_config"]["compute_dtype"] == "bfloat16"
     assert {value.dtype for value in checkpoint.model_arrays(trained).values()} == {np.dtype("float32")}
+
+
+def test_init_from_another_network_loads_the_tensors_it_shares(tmp_path, capsys):
+    """heatmap56 started from heatmap weights: every heatmap tensor copied exactly (as
+    saved: large kernels went through float16), the 56x56 level as the recipe's seed
+    initialises it, and the log names the new tensors."""
+    checkpoint.save_weights(create_model("heatmap", seed=5), checkpoint.model_config("heatmap"), tmp_path)
+    saved = checkpoint.model_arrays(checkpoint.load_weights(tmp_path)[0])
+    started = checkpoint.model_arrays(initial_model(TINY.replace(network="heatmap56", init_from=str(tmp_path),
+                                                                 seed=3)))
+    target = create_model("heatmap56", seed=3)
+    fresh = checkpoint.model_arrays(target)
+    new = sorted(set(started) - set(saved))
+    assert set(saved) < set(started) and all(name.startswith("fine_") for name in new)
+    for name, value in started.items():
+        np.testing.assert_array_equal(value, saved[name] if name in saved else fresh[name], err_msg=name)
+    log = capsys.readouterr().err
+    assert "freshly initialised" in log and all(name in log for name in new)
+    with pytest.raises(TrainingError, match="heatmap.kernel has shape"):
+        load_shared_tensors(target, {**saved, "heatmap.kernel": np.zeros((1, 1, 32, 68))}, "x")
+    with pytest.raises(TrainingError, match="shares no tensor"):  # a reference network's
+        load_shared_tensors(target, {"conv1.kernel": np.zeros((5, 5, 1, 32))}, "x")
+
+
+def gaussian_logits(points: np.ndarray, size: int, sigma: float) -> jnp.ndarray:
+    """(K, 2) points in [-1, 1] -> (1, size, size, K) logits whose softmax is a Gaussian of
+    `sigma` cells on each point."""
+    cells = ((np.arange(size) + 0.5) / size * 2 - 1)[:, None, None] - points[None]  # (size, K, 2)
+    cells *= size / 2
+    return jnp.asarray(-0.5 * (cells[:, None, :, 1] ** 2 + cells[None, :, :, 0] ** 2) / sigma**2)[None]
+
+
+def test_heatmap_loss_is_least_for_a_gaussian_on_the_point():
+    loss = jax.jit(heatmap_loss, static_argnums=2)
+    points = np.array([[0.1, -0.3], [0.95, 0.5], [-0.62, 0.71]], np.float32)
+    target = jnp.asarray(points)[None]
+    for size in (28, 56):
+        exact = float(loss(gaussian_logits(points, size, 1.0), target, 1.0))
+        shifted = float(loss(gaussian_logits(points + [2 / size, 0], size, 1.0), target, 1.0))
+        wider = float(loss(gaussian_logits(points, size, 2.0), target, 1.0))
+        assert abs(exact) < 1e-4 and shifted > 0.1 and wider > 0.1
+        # sigma is in cells: the target of sigma 2 is the map of sigma 2.
+        assert abs(float(loss(gaussian_logits(points, size, 2.0), target, 2.0))) < 1e-4
+    # A point off the map gets no term: whatever its map, the loss is the others' mean.
+    off = np.concatenate([points, [[1.2, 0.0]]]).astype(np.float32)
+    logits = jnp.concatenate([gaussian_logits(points + [0.1, 0], 28, 1.0),
+                              jax.random.normal(jax.random.key(0), (1, 28, 28, 1))], axis=-1)
+    np.testing.assert_allclose(loss(logits, jnp.asarray(off)[None], 1.0),
+                               loss(logits[..., :3], target, 1.0), rtol=1e-6)
+
+
+def test_heatmap_loss_settings_default_to_none_and_need_heatmaps():
+    old = Config().to_dict()
+    del old["heatmap_loss_weight"], old["heatmap_sigma"]
+    assert Config.from_dict(old) == Config() and Config().heatmap_loss_weight == 0.0
+    shipped = json.loads((ROOT / "checkpoints" / "config.json").read_text())["train_config"]
+    assert Config.from_dict(shipped).heatmap_loss_weight == 0.0  # written before the fields existed
+    with pytest.raises(TrainingError, match="needs a network with heatmaps"):
+        Trainer(TINY.replace(heatmap_loss_weight=1.0), make_mesh())
+    with pytest.raises(ValueError, match="heatmap_sigma"):
+        TINY.replace(heatmap_sigma=0.0)
+
+
+@pytest.mark.slow
+def test_heatmap_loss_joins_the_step_and_steps_lower_it(synthetic_data_dir):
+    """With a weight, the step's loss is the coordinate loss (the one a weight of 0
+    leaves alone: on the network's own keypoints) plus the weighted heatmap term, and
+    steps with it on heatmap56 fit one batch."""
+    config = TINY.replace(network="heatmap56", heatmap_loss_weight=2.0)
+    dataset = data.load_dataset(synthetic_data_dir)
+    batch = next(data.train_batches(dataset, 8, np.random.default_rng(0), 0.9))
+
+    @jax.jit
+    def terms(state: nnx.State) -> tuple[jax.Array, jax.Array, jax.Array]:
+        model, inputs = nnx.merge(graph, state), to_input(batch.images)
+        logits = model.heatmaps(inputs)[0]
+        return (keypoint_loss(config.loss, model(inputs), batch.keypoints),
+                keypoint_loss(config.loss, soft_argmax(logits), batch.keypoints),
+                heatmap_loss(logits, batch.keypoints, config.heatmap_sigma))
+
+    # What the trainer starts from, in training mode (BatchNorm on the batch's statistics).
+    graph, state = nnx.split(create_model("heatmap56", seed=config.seed))
+    plain, coordinates, heatmaps = map(float, terms(state))
+    assert plain == coordinates and heatmaps > 0.1
+    trainer = Trainer(config, make_mesh())
+    loss = float(trainer.step(batch.images, batch.keypoints))
+    np.testing.assert_allclose(loss, coordinates + 2.0 * heatmaps, rtol=1e-5)
+    for _ in range(4):
+        last = float(trainer.step(batch.images, batch.keypoints))
+    assert last < loss

@@ -61,10 +61,19 @@ class Config:
     # "float32", or "bfloat16": convolutions and matrix products in bfloat16 (mixed
     # precision, for GPUs and TPUs), parameters, optimizer state and loss in float32.
     compute_dtype: str = "float32"
+    # Heatmap networks only: add this weight times the divergence of each keypoint's
+    # spatial softmax from a Gaussian on its true place (train.train.heatmap_loss) to
+    # the coordinate loss; 0: the coordinate loss alone.
+    heatmap_loss_weight: float = 0.0
+    # That Gaussian's standard deviation, in cells of the heatmap.
+    heatmap_sigma: float = 1.0
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
             raise ValueError(f"unknown framing {self.framing!r}; choose one of {', '.join(FRAMINGS)}")
+        if self.heatmap_loss_weight < 0 or self.heatmap_sigma <= 0:
+            raise ValueError(f"heatmap_loss_weight must be >= 0 and heatmap_sigma > 0; got "
+                             f"{self.heatmap_loss_weight} and {self.heatmap_sigma}")
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)

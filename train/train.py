@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from jaxkp import checkpoint, geometry, metrics
 from jaxkp.detect import TRAINING_SOURCES, FaceDetector, nearest_face_boxes
-from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS, create_model
+from jaxkp.model import INPUT_SIZE, NUM_KEYPOINTS, create_model, soft_argmax
 from train import data
 from train.config import Config, DataSource
 from train.plot import write_loss_curve
@@ -63,6 +63,40 @@ def keypoint_loss(name: str, predicted: jax.Array, target: jax.Array) -> jax.Arr
     raise ValueError(f"unknown loss {name!r}")
 
 
+def heatmap_loss(logits: jax.Array, target: jax.Array, sigma: float) -> jax.Array:
+    """Mean over keypoints (and the batch) of the Kullback-Leibler divergence from a
+    Gaussian target to each keypoint's spatial softmax (DSNT's heatmap regulariser,
+    Nibali et al. 2018): the cross-entropy less the target's own entropy, which has
+    the same gradient but is 0 for a map that matches its target exactly.
+
+    logits: (B, H, W, K); target: (B, K, 2) in soft_argmax's [-1, 1] units (cell i's
+    centre at (i + 0.5) / size * 2 - 1); sigma in cells. The target is the Gaussian
+    sampled at the cell centres and normalised over the map; it is separable, so it is
+    the product of an x and a y distribution.
+
+    A point outside the map (|x| or |y| > 1, as jitter and rotation put some) gets no
+    heatmap term: a target clipped to the border would teach a peak where the point is
+    not, and the coordinate loss already pulls such points as far out as the map lets
+    them go. The mean is over the points on the map.
+    """
+    batch, height, width, keypoints = logits.shape
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32).reshape(batch, height * width, keypoints), axis=1)
+    log_p = log_p.reshape(batch, height, width, keypoints)
+
+    def axis_target(coordinate: jax.Array, size: int) -> jax.Array:
+        """(B, K) positions -> (B, size, K) log-probabilities of the target along one axis."""
+        centres = (jnp.arange(size) + 0.5) / size * 2 - 1
+        cells = (centres[None, :, None] - coordinate[:, None, :]) * (size / 2)  # distance in cells
+        return jax.nn.log_softmax(-0.5 * (cells / sigma) ** 2, axis=1)
+
+    log_qx, log_qy = axis_target(target[..., 0], width), axis_target(target[..., 1], height)
+    qx, qy = jnp.exp(log_qx), jnp.exp(log_qy)
+    cross_entropy = -jnp.einsum("bhk,bwk,bhwk->bk", qy, qx, log_p)
+    entropy = -(qx * log_qx).sum(axis=1) - (qy * log_qy).sum(axis=1)
+    on_map = jnp.all(jnp.abs(target) <= 1.0, axis=-1)
+    return jnp.sum(jnp.where(on_map, cross_entropy - entropy, 0.0)) / jnp.maximum(on_map.sum(), 1)
+
+
 def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
     if config.schedule == "constant":
         learning_rate = config.learning_rate
@@ -91,16 +125,20 @@ class WithConventions(nnx.Module):
     def all_offsets(self) -> jax.Array:
         return jnp.concatenate([jnp.zeros((1, NUM_KEYPOINTS, 2)), self.offsets[...]])
 
+    def example_offsets(self, sources: jax.Array, flipped: jax.Array | None = None) -> jax.Array:
+        """Each example's offsets (B, 68, 2): its data set's, mirrored where it was flipped."""
+        offsets = self.all_offsets()[sources]
+        if flipped is not None:
+            mirrored = offsets[:, data.FLIP_PERMUTATION] * jnp.array([-1.0, 1.0])
+            offsets = jnp.where(flipped[:, None, None], mirrored, offsets)
+        return offsets
+
     def __call__(self, images: jax.Array, sources: jax.Array | None = None,
                  flipped: jax.Array | None = None) -> jax.Array:
         predicted = self.network(images)
         if sources is None:
             return predicted
-        offsets = self.all_offsets()[sources]
-        if flipped is not None:
-            mirrored = offsets[:, data.FLIP_PERMUTATION] * jnp.array([-1.0, 1.0])
-            offsets = jnp.where(flipped[:, None, None], mirrored, offsets)
-        return predicted + offsets
+        return predicted + self.example_offsets(sources, flipped)
 
 
 def train_step(
@@ -113,16 +151,31 @@ def train_step(
     keypoints: jax.Array,
     sources: jax.Array,
     flipped: jax.Array,
+    heatmap_weight: float = 0.0,
+    heatmap_sigma: float = 1.0,
 ) -> tuple[nnx.State, nnx.State, jax.Array]:
     """One optimizer step on the loss between predicted and true normalised keypoints
-    (each example's in its own data set's mark-up, where the model learns several)."""
+    (each example's in its own data set's mark-up, where the model learns several),
+    plus, with `heatmap_weight` (static, as are `loss` and `heatmap_sigma`), that
+    weight times heatmap_loss."""
     model = nnx.merge(model_graph, model_state)
     optimizer = nnx.merge(optimizer_graph, optimizer_state)
 
     def loss_fn(model: nnx.Module) -> jax.Array:
         inputs = to_input(images)
-        predicted = model(inputs, sources, flipped) if isinstance(model, WithConventions) else model(inputs)
-        return keypoint_loss(loss, predicted.astype(jnp.float32), keypoints)
+        if not heatmap_weight:
+            predicted = model(inputs, sources, flipped) if isinstance(model, WithConventions) else model(inputs)
+            return keypoint_loss(loss, predicted.astype(jnp.float32), keypoints)
+        # The same forward pass, keeping the logits; the heatmaps give the network's own
+        # (the first data set's) mark-up, so their target is the true points less the
+        # example's convention offset (held fixed: the coordinate loss learns the offsets).
+        network = model.network if isinstance(model, WithConventions) else model
+        logits = network.heatmaps(inputs)[0]
+        offsets = (jax.lax.stop_gradient(model.example_offsets(sources, flipped))
+                   if isinstance(model, WithConventions) else 0.0)
+        predicted = soft_argmax(logits) + offsets
+        return (keypoint_loss(loss, predicted.astype(jnp.float32), keypoints)
+                + heatmap_weight * heatmap_loss(logits, keypoints - offsets, heatmap_sigma))
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
@@ -143,6 +196,8 @@ class Trainer:
         self.data_sharding = NamedSharding(mesh, PartitionSpec("data"))
         self.replicated = NamedSharding(mesh, PartitionSpec())
         model = initial_model(config)
+        if config.heatmap_loss_weight and not hasattr(model, "heatmaps"):
+            raise TrainingError(f"heatmap_loss_weight needs a network with heatmaps; {config.network!r} has none")
         set_compute_dtype(model, config.compute_dtype)
         if num_sources > 1:
             model = WithConventions(model, num_sources)
@@ -154,7 +209,8 @@ class Trainer:
         self.optimizer_graph, optimizer_state = nnx.split(optimizer)
         self.model_state = self.replicate(model_state)
         self.optimizer_state = self.replicate(optimizer_state)
-        self._train_step = jax.jit(train_step, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
+        self._train_step = jax.jit(train_step, static_argnums=(0, 1, 2), donate_argnums=(3, 4),
+                                   static_argnames=("heatmap_weight", "heatmap_sigma"))
         self._predict_step = jax.jit(predict_step, static_argnums=0)
 
     def replicate(self, tree: Any) -> Any:
@@ -185,6 +241,8 @@ class Trainer:
             self.global_batch(keypoints),
             self.global_batch(sources),
             self.global_batch(flipped),
+            heatmap_weight=self.config.heatmap_loss_weight,
+            heatmap_sigma=self.config.heatmap_sigma,
         )
         return loss
 
@@ -218,7 +276,10 @@ class Trainer:
 
 
 def initial_model(config: Config) -> nnx.Module:
-    """The recipe's network, freshly initialised or, with `init_from`, loaded from those weights."""
+    """The recipe's network, freshly initialised or, with `init_from`, loaded from those
+    weights. Weights of another network (heatmap's for heatmap56) fill every tensor of
+    the same name, which must then have the same shape; the rest stay freshly
+    initialised, and the log names them."""
     if config.init_from is None:
         return create_model(config.network, seed=config.seed)
     from jaxkp.weights import resolve_weights
@@ -228,10 +289,33 @@ def initial_model(config: Config) -> nnx.Module:
     except checkpoint.WeightsError as error:
         raise TrainingError(f"cannot start from {config.init_from}: {error}") from None
     if saved["network"] != config.network:
-        raise TrainingError(f"{config.init_from} holds a {saved['network']!r} network, "
-                            f"the recipe needs {config.network!r}")
+        source, model = model, create_model(config.network, seed=config.seed)
+        new, unused = load_shared_tensors(model, checkpoint.model_arrays(source),
+                                          f"{config.init_from} ({saved['network']!r})")
+        log(f"{config.network!r} started from the {saved['network']!r} network in {config.init_from}: "
+            f"freshly initialised: {', '.join(new) or 'none'}" + (f"; not used: {', '.join(unused)}" if unused else ""))
     model.train()
     return model
+
+
+def load_shared_tensors(model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> tuple[list[str], list[str]]:
+    """Copies into `model` each of `arrays` (checkpoint.model_arrays names) that it has;
+    returns the model's tensors that were not there (left as they were) and the arrays
+    the model has no tensor for. A tensor of another shape is an error, as is sharing none."""
+    state = nnx.state(model, (nnx.Param, nnx.BatchStat))
+    variables = {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(state)}
+    new = [name for name in variables if name not in arrays]
+    if len(new) == len(variables):
+        raise TrainingError(f"cannot start from {source}: it shares no tensor with the recipe's network")
+    for name, variable in variables.items():
+        if name in arrays:
+            value = variable.get_value()
+            if arrays[name].shape != value.shape:
+                raise TrainingError(f"cannot start from {source}: tensor {name} has shape {arrays[name].shape}, "
+                                    f"the recipe's network needs {value.shape}")
+            variable.set_value(jnp.asarray(arrays[name], dtype=value.dtype))
+    nnx.update(model, state)
+    return new, sorted(set(arrays) - set(variables))
 
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
