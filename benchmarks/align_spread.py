@@ -40,7 +40,7 @@ def main() -> None:
     names = sorted(path.name for path in (args.data_dir / "training").glob("*.jpg"))
     names = names[:: max(1, len(names) // args.count)][: args.count]
     pipeline = load_pipeline()
-    reader = FaceKeypointPipeline(pipeline.model, FaceDetector(THOROUGH_SOURCES), pipeline.min_score)
+    reader = FaceKeypointPipeline(pipeline.model, FaceDetector(THOROUGH_SOURCES), pipeline.min_score, gated=False)
     margin = args.size // 4
     found: dict[str, list[np.ndarray]] = {template: [] for template in TEMPLATES}
     offsets: dict[str, list[float]] = {template: [] for template in TEMPLATES}

@@ -23,7 +23,9 @@ pipeline, pipeline.detector, pipeline.model; see INSTRUMENTED), so the stages ad
 - detector: the cascade passes (FaceDetector.propose_from, one row per source), the detection copy and the
   boxes' concatenation (propose less its sources: negative when the passes run at once in threads, whose times
   overlap), merge and ordering (the detector less propose);
-- first read: KeypointModel.read_faces on the proposals (how many, in "proposals read"), split into the
+- gate: the proposal gate's 48-px glance at every merged proposal (jaxkp.gate; ProposalGate.passing: its
+  warps and its network call), for weights that have one;
+- first read: KeypointModel.read_faces on the proposals the gate passes (how many, in "proposals read"), split into the
   network (predict: padding, the jitted forward, back to NumPy) and the rest (framing matrices, warps to
   224x224, keypoints back to photo pixels);
 - judge: the face score's threshold and duplicates, the second look (look_again) and the rescue, each with
@@ -67,6 +69,7 @@ from PIL import Image  # noqa: E402
 import jaxkp.inference  # noqa: E402
 from jaxkp import load_pipeline  # noqa: E402
 from jaxkp.examples import compose_faces  # noqa: E402
+from jaxkp.gate import GATE_BATCHES, GATE_SIZE  # noqa: E402
 from jaxkp.inference import BATCH_SIZES, FaceKeypointPipeline, read_photo  # noqa: E402
 from jaxkp.model import INPUT_SIZE  # noqa: E402
 
@@ -81,6 +84,7 @@ INSTRUMENTED = {
     "pipeline": ("find_faces", "judge", "look_again", "rescue"),
     "detector": ("propose", "propose_from"),
     "model": ("read_faces", "predict"),
+    "gate": ("passing",),
 }
 
 
@@ -158,6 +162,8 @@ def count_items(name: str, args: tuple[Any, ...], result: Any) -> int:
     """What one call handled: proposals made, faces read, patches through the network."""
     if name in ("propose", "propose_from"):
         return len(result)
+    if name == "passing":  # the gate: the merged proposals it was shown
+        return len(args[1])
     if name in ("read_faces", "predict"):
         return len(args[1] if name == "read_faces" else args[0])
     return 0
@@ -168,11 +174,14 @@ def instrumented(pipeline: FaceKeypointPipeline) -> Iterator[Recorder]:
     """The pipeline with its stages timed into a Recorder (and head_pose, which the result dict
     calls through jaxkp.inference); everything restored on exit."""
     recorder = Recorder()
-    owners = {"pipeline": pipeline, "detector": pipeline.detector, "model": pipeline.model}
+    owners = {"pipeline": pipeline, "detector": pipeline.detector, "model": pipeline.model,
+              "gate": pipeline.model.gate if pipeline.gated else None}
     source_names = [source.name for source in pipeline.detector.sources]
     wrapped = []
     for owner_name, methods in INSTRUMENTED.items():
         owner = owners[owner_name]
+        if owner is None:
+            continue
         for method in methods:
             if not hasattr(owner, method):
                 continue
@@ -205,14 +214,16 @@ def rows_of(recorder: Recorder, source_names: list[str], whole: float) -> dict[s
     rescue = total(lambda p: p.endswith("/rescue"))
     propose = seconds.get("find_faces/propose", 0.0)
     sources = {name: seconds.get(f"find_faces/propose/propose_from[{name}]", 0.0) for name in source_names}
-    detector = find_faces - first_read - judge
+    gate = seconds.get("find_faces/passing", 0.0)
+    detector = find_faces - gate - first_read - judge
     pose = seconds.get("head_pose", 0.0)
     rows = {"detector (proposals, merged)": detector}
     rows |= {f"  cascade: {name}": value for name, value in sources.items()}
     rows |= {
         "  detection copy, concatenation": propose - sum(sources.values()),
         "  merge and order": detector - propose,
-        "first read (all proposals)": first_read,
+        "gate (48-px glance at each proposal)": gate,
+        "first read (proposals the gate passes)": first_read,
         "  network (predict)": first_network,
         "  framing, warps, back to pixels": first_read - first_network,
         "judge": judge,
@@ -231,6 +242,7 @@ def counts_of(recorder: Recorder) -> dict[str, float]:
     found = recorder.results.get("find_faces")
     return {
         "proposals before merge": items.get("find_faces/propose", 0),
+        "proposals merged (shown to the gate)": items.get("find_faces/passing", 0),
         "proposals read (first read)": items.get("find_faces/read_faces", 0),
         "faces read again (second look)": sum(v for p, v in items.items() if p.endswith("look_again/read_faces")),
         "faces read again (rescue)": sum(v for p, v in items.items() if p.endswith("rescue/read_faces")),
@@ -393,6 +405,10 @@ def compile_batches(pipeline: FaceKeypointPipeline) -> None:
     """Every fixed batch shape compiled, so no photo pays for a compile."""
     for size in BATCH_SIZES:
         pipeline.model.predict(np.zeros((size, INPUT_SIZE, INPUT_SIZE), np.uint8))
+    gate = getattr(pipeline.model, "gate", None)  # jaxkp.gate, where the weights have one
+    if gate is not None:
+        for size in GATE_BATCHES:
+            gate.probabilities(np.zeros((size, GATE_SIZE, GATE_SIZE), np.uint8))
 
 
 def machine_line() -> str:

@@ -19,8 +19,9 @@ def load_pipeline(weights: str | Path | None = None, min_score: float | None = N
     """Detector + network for a weights setting: folder, Hub repo id[@revision], or None for
     the default. Faces the network scores under `min_score` are left out (None: the
     weights' default threshold, or JAXKP_MIN_SCORE when set). `thorough` runs every face
-    proposal source (jaxkp.detect.THOROUGH_SOURCES) instead of the fast default ones, and
-    reads each face with its mirror image too (KeypointModel.flip_average)."""
+    proposal source (jaxkp.detect.THOROUGH_SOURCES) instead of the fast default ones, reads
+    every proposal in full (no jaxkp.gate) and reads each face with its mirror image too
+    (KeypointModel.flip_average)."""
     import os
 
     from jaxkp.detect import DEFAULT_SOURCES, THOROUGH_SOURCES, FaceDetector
@@ -32,4 +33,4 @@ def load_pipeline(weights: str | Path | None = None, min_score: float | None = N
     detector = FaceDetector(THOROUGH_SOURCES if thorough else DEFAULT_SOURCES)
     model = load_model(weights)
     model.flip_average = thorough
-    return FaceKeypointPipeline(model, detector, min_score)
+    return FaceKeypointPipeline(model, detector, min_score, gated=not thorough)

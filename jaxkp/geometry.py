@@ -73,8 +73,8 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix)
 
 
-def warp_to_input(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Warps a grayscale image to the 224x224 input through `matrix`.
+def warp_to_input(image: np.ndarray, matrix: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """Warps a grayscale image to the 224x224 input (or a `size` square) through `matrix`.
 
     Pixel centres follow cv2.resize's convention, so keypoints map through the
     matrix in continuous coordinates (pixel i spans [i, i+1)). A large
@@ -93,7 +93,7 @@ def warp_to_input(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     shift_out = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
     full = shift_out @ np.vstack([matrix, [0, 0, 1]]) @ shift_in
     return cv2.warpAffine(
-        image, full[:2], (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        image, full[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from jaxkp.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
+from jaxkp.gate import GATE_FILE
 from jaxkp.geometry import framing_of
 
-PUSHED_FILES = [WEIGHTS_FILE, CONFIG_FILE, "metrics.jsonl", "loss_curve.png"]
+# The proposal gate travels with the weights it was fitted to.
+PUSHED_FILES = [WEIGHTS_FILE, CONFIG_FILE, GATE_FILE, "metrics.jsonl", "loss_curve.png"]
 REQUIRED_FILES = [WEIGHTS_FILE, CONFIG_FILE]
 
 
@@ -110,6 +112,22 @@ def face_score_section(config: dict[str, Any]) -> str:
             f"default.{figures}\n{second_look}")
 
 
+def gate_section(config: dict[str, Any]) -> str:
+    """The proposal gate's description and held-out figures, when the weights carry one."""
+    gate = config.get("face_gate")
+    if not gate:
+        return ""
+    val = gate.get("figures", {}).get("validation", {})
+    figures = (f" On the validation photos' crops ({val['faces']} faces, {val['non_faces']} non-faces) it passes "
+               f"{val['face_recall']:.1%} of the faces and {val['non_face_pass_rate']:.1%} of the non-faces "
+               f"(of the detector's own proposals: {val['proposed_face_recall']:.1%} and "
+               f"{val['proposed_non_face_pass_rate']:.1%})." if val else "")
+    return (f"\n## Proposal gate\n\n`{GATE_FILE}` is a small network that glances at each face proposal at "
+            f"{gate['input_size']}x{gate['input_size']} pixels before the full read, and lets through those at "
+            f"{gate['threshold']:.3f} or more; trained by `python -m train.face_gate` on the face score's crops. "
+            f"It only saves time: the face score decides.{figures}\n")
+
+
 def uncertainty_section(config: dict[str, Any]) -> str:
     """The per-point uncertainty's description and calibration figures, when the weights carry one."""
     uncertainty = config.get("uncertainty")
@@ -199,7 +217,7 @@ NME is the mean point-to-point error divided by the distance between the outer e
 (points 36 and 45), computed on {evaluated_on}.
 
 {figures}
-{face_score_section(config)}{uncertainty_section(config)}
+{face_score_section(config)}{gate_section(config)}{uncertainty_section(config)}
 ## Intended use and limits
 
 For research, teaching and demos of facial-landmark detection on roughly frontal faces. It was trained

@@ -32,6 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from jaxkp.detect import FaceDetector, Faces, overlap
+from jaxkp.gate import ProposalGate
 from jaxkp.geometry import (
     DETECTOR_BOX_MEDIAN,
     MIRROR,
@@ -290,6 +291,9 @@ class KeypointModel:
         self.markup_offset = self.markup_offset_for(markup)
         self.face_score = FaceScore.from_config(self.config.get("face_score"))
         self.uncertainty = PointUncertainty.from_config(self.config.get("uncertainty"))
+        # The proposal gate fitted to these weights (jaxkp.gate; set by jaxkp.weights.load_model
+        # from the weights' folder); None: every proposal gets a full read.
+        self.gate: ProposalGate | None = None
         # Read each face and its mirror image and average the two (the mirror's points
         # swapped left for right): 2-3 % lower error for twice the network's time
         # (docs/results.md, "Flip averaging"); `thorough` pipelines turn it on.
@@ -421,6 +425,9 @@ class FaceKeypointPipeline:
     # Read leaning faces a second time, levelled (look_again); None: the weights' own
     # setting (config.json "second_look": set where it was measured to help).
     second_look: bool | None = None
+    # Let the weights' proposal gate (jaxkp.gate) pick which proposals get a full read;
+    # `thorough` pipelines read them all.
+    gated: bool = True
 
     @classmethod
     def create(cls, model: KeypointModel, min_score: float | None = None) -> FaceKeypointPipeline:
@@ -439,10 +446,12 @@ class FaceKeypointPipeline:
         return bool(self.model.config.get("second_look", False))
 
     def find_faces(self, gray: np.ndarray, max_faces: int = MAX_FACES, min_score: float | None = None) -> FoundFaces:
-        """Proposals -> keypoints and scores -> faces over the threshold, one per face,
-        largest first (with `second_look`: leaning faces read again levelled, and
+        """Proposals (those the gate passes) -> keypoints and scores -> faces over the
+        threshold, one per face, largest first (with `second_look`: leaning faces read again levelled, and
         borderline proposals read again and kept when the second look is sure)."""
         proposals = self.detector(gray, MAX_PROPOSALS)
+        if self.gated and self.model.gate is not None:
+            proposals = proposals.take(self.model.gate.passing(gray, proposals.boxes, proposals.angles))
         reading = self.model.read_faces(gray, proposals.boxes, proposals.angles)
         faces, kept_reading = self.judge(gray, proposals, reading, min_score, max_faces)
         return FoundFaces(faces, kept_reading, proposals, reading)

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from jaxkp.checkpoint import CONFIG_FILE, WEIGHTS_FILE, WeightsError, load_weights
+from jaxkp.gate import GATE_FILE, ProposalGate
 from jaxkp.inference import KeypointModel
 
 ENV_VAR = "JAXKP_WEIGHTS"
@@ -31,7 +32,7 @@ def bundled_weights() -> Path:
 
 
 BUNDLED_WEIGHTS = bundled_weights()
-HUB_FILES = [WEIGHTS_FILE, CONFIG_FILE]
+HUB_FILES = [WEIGHTS_FILE, CONFIG_FILE, GATE_FILE]  # the gate where the weights have one
 
 log = logging.getLogger("jaxkp")
 
@@ -82,8 +83,12 @@ def resolve_weights(source: str | Path | None = None) -> Path:
 def load_model(source: str | Path | None = None, markup: str | None = None) -> KeypointModel:
     """A ready-to-call network for a weights setting (see module doc), answering in its
     own mark-up or, for weights that learnt several, in `markup`'s."""
-    model, config = load_weights(resolve_weights(source))
+    folder = resolve_weights(source)
+    model, config = load_weights(folder)
     try:
-        return KeypointModel(model, config, markup)
+        keypoint_model = KeypointModel(model, config, markup)
     except ValueError as error:
         raise WeightsError(str(error)) from None
+    if config.get("face_gate"):
+        keypoint_model.gate = ProposalGate.load(folder, config["face_gate"])
+    return keypoint_model

@@ -47,7 +47,7 @@ def pipeline():
 def reader(pipeline):
     """The pipeline with every face proposal source (--thorough), for reading crops again:
     the fast default misses a few levelled faces that it finds leaning in the photo."""
-    return FaceKeypointPipeline(pipeline.model, FaceDetector(THOROUGH_SOURCES), pipeline.min_score)
+    return FaceKeypointPipeline(pipeline.model, FaceDetector(THOROUGH_SOURCES), pipeline.min_score, gated=False)
 
 
 def mapped(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -68,7 +68,8 @@ def test_the_wheel_holds_the_package_its_weights_and_the_command(tmp_path):
         [entry_points] = [name for name in sizes if name.endswith(".dist-info/entry_points.txt")]
         entry_text = archive.read(entry_points).decode()
     for folder in ["checkpoints", "checkpoints/reference"]:
-        for name in WEIGHT_FILES:
+        # The proposal gate goes with the weights that have one (jaxkp.gate).
+        for name in WEIGHT_FILES + [path.name for path in (ROOT / folder).glob("gate.safetensors")]:
             assert sizes.get(f"jaxkp/{folder}/{name}") == (ROOT / folder / name).stat().st_size, f"{folder}/{name}"
     assert {"jaxkp/__init__.py", "jaxkp/__main__.py", "jaxkp/weights.py", "jaxkp/inference.py"} <= sizes.keys()
     assert not [name for name in sizes if name.startswith(("train/", "tests/", "benchmarks/", "app.py"))]

@@ -34,7 +34,7 @@ import optax
 
 from jaxkp import metrics
 from jaxkp.checkpoint import CONFIG_FILE, WeightsError, write_json
-from jaxkp.detect import FaceDetector, holds, overlap
+from jaxkp.detect import FaceDetector, Faces, holds, overlap
 from jaxkp.geometry import DETECTOR_BOX_MEDIAN, DETECTOR_BOX_STD, box_framing_matrix, detector_box, warp_to_input
 from jaxkp.inference import FaceScore, KeypointModel
 from train import data
@@ -45,21 +45,39 @@ MAX_TURN = 15.0
 TARGET_RECALL = 0.995
 
 
+Crops = list[tuple[np.ndarray, float]]
+
+
 def crops_of_photo(image: np.ndarray, points: np.ndarray, detector: FaceDetector, rng: np.random.Generator
-                   ) -> tuple[list[tuple[np.ndarray, float]], list[tuple[np.ndarray, float]]]:
+                   ) -> tuple[Crops, Crops]:
     """(faces, non-faces) as (box in the frontal framing, angle) on one labelled photo."""
+    faces, non_faces = proposal_crops(points, detector(image))
+    made_faces, made_non_faces = made_crops(image.shape, points, rng)
+    return faces + made_faces, non_faces + made_non_faces
+
+
+def proposal_crops(points: np.ndarray, proposals: Faces) -> tuple[Crops, Crops]:
+    """The proposals that hold the labelled face, and those well away from it."""
     face_box = np.array(detector_box(points, DETECTOR_BOX_MEDIAN))
-    side = face_box[2]
-    proposals = detector(image)
     faces, non_faces = [], []
     for box, angle in zip(proposals.boxes, proposals.angles):
         if holds(box, points):
             faces.append((box, angle))
         elif overlap(box, face_box[None])[0] < 0.2:
             non_faces.append((box, angle))
+    return faces, non_faces
+
+
+def made_crops(shape: tuple[int, ...], points: np.ndarray, rng: np.random.Generator, max_turn: float = MAX_TURN
+               ) -> tuple[Crops, Crops]:
+    """A box on the labelled face with the training jitter and a turn of up to `max_turn`;
+    up to two random boxes away from it, and two on it at sizes no detector box has."""
+    face_box = np.array(detector_box(points, DETECTOR_BOX_MEDIAN))
+    side = face_box[2]
     jitter = np.clip(rng.normal(size=4), -2, 2) * DETECTOR_BOX_STD
-    faces.append((np.array(detector_box(points, DETECTOR_BOX_MEDIAN + jitter)), rng.uniform(-MAX_TURN, MAX_TURN)))
-    height, width = image.shape
+    faces = [(np.array(detector_box(points, DETECTOR_BOX_MEDIAN + jitter)), rng.uniform(-max_turn, max_turn))]
+    non_faces = []
+    height, width = shape[:2]
     for _ in range(2):  # random boxes away from the face
         for _ in range(20):
             box_side = side * rng.uniform(0.3, 1.5)

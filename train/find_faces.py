@@ -26,6 +26,7 @@ those faces on face-free backgrounds, where every face is labelled.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -114,8 +115,12 @@ def score_photos(pipeline: FaceKeypointPipeline, photos: list[LabelledPhoto], mi
                  thorough: FaceKeypointPipeline | None = None) -> dict[str, dict[str, float]]:
     """The tallies of every way of finding faces on `photos` (see the module doc): each of
     `thorough`'s sources alone (the pipeline's without it), then each pipeline's merged
-    proposals and its faces after the score."""
-    pipelines = {"default": pipeline} | ({"thorough": thorough} if thorough else {})
+    proposals (those its gate passes to a full read) and its faces after the score; a
+    gated pipeline is also run without its gate."""
+    pipelines = {"default": pipeline}
+    if pipeline.gated and pipeline.model.gate is not None:  # the gate's effect, side by side
+        pipelines["default, no gate"] = dataclasses.replace(pipeline, gated=False)
+    pipelines |= {"thorough": thorough} if thorough else {}
     detector = (thorough or pipeline).detector
     names = [source.name for source in detector.sources]
     tallies = {name: Tally() for name in names}
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         weights_dir = resolve_weights(args.weights)
         model = load_model(weights_dir)
         pipeline = FaceKeypointPipeline.create(model)
-        thorough = FaceKeypointPipeline(model, FaceDetector(THOROUGH_SOURCES))
+        thorough = FaceKeypointPipeline(model, FaceDetector(THOROUGH_SOURCES), gated=False)
         sets = []
         for data_dir in args.data_dir:
             dataset = data.load_dataset(data_dir, args.split)
