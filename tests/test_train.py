@@ -302,3 +302,10 @@ def test_heatmap_loss_joins_the_step_and_steps_lower_it(synthetic_data_dir):
     for _ in range(4):
         last = float(trainer.step(batch.images, batch.keypoints))
     assert last < loss
+    # With two data sets, the coordinate loss still learns the second one's convention
+    # offsets (the heatmap target only holds them fixed).
+    two = Trainer(config, make_mesh(), num_sources=2)
+    sources = np.arange(len(batch.images)) % 2
+    for _ in range(3):  # the warmup's first step has learning rate 0
+        two.step(batch.images, batch.keypoints, sources)
+    assert np.abs(two.convention_offsets()[1]).max() > 0

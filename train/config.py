@@ -138,13 +138,13 @@ CONFIGS: dict[str, Config] = {
     # its cosine schedule: its validation error was still falling when the rate reached 0).
     "heatmap-300w-long": HEATMAP_300W.replace(epochs=16, learning_rate=5e-4, init_from="runs/heatmap-300w"),
     # heatmap-300w-long's network with 56x56 heatmaps (issue 22), started from its weights
-    # (the new level starts at zero, so the first keypoints are the shipped ones) for 8
-    # epochs (an hour of this 2-core CPU beside other work) at heatmap-300w-long's rate,
+    # (the new level starts at zero, so the first keypoints are the shipped ones) for 6
+    # epochs (under an hour of this 2-core CPU beside other work) at heatmap-300w-long's rate,
     # plus the heatmap loss (a Gaussian of 1 cell, 4 input pixels). Its weight 2: at the
     # start, on real batches of this recipe, the Wing loss is 5.6 and the heatmap term (a
     # KL divergence, 0 for a perfect map) 0.83, so the weighted term is about a third of
     # the Wing loss (its gradient about a seventh).
-    "heatmap56-300w": HEATMAP_300W.replace(network="heatmap56", epochs=8, learning_rate=5e-4,
+    "heatmap56-300w": HEATMAP_300W.replace(network="heatmap56", epochs=6, learning_rate=5e-4,
                                            init_from="runs/heatmap-300w-long", heatmap_loss_weight=2.0),
     # Seconds on a laptop CPU: checks the whole loop, learns nothing useful.
     "tiny": Config(epochs=2, batch_size=8, eval_batch_size=8, max_images=48, val_fraction=0.25),

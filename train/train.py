@@ -168,14 +168,14 @@ def train_step(
             return keypoint_loss(loss, predicted.astype(jnp.float32), keypoints)
         # The same forward pass, keeping the logits; the heatmaps give the network's own
         # (the first data set's) mark-up, so their target is the true points less the
-        # example's convention offset (held fixed: the coordinate loss learns the offsets).
+        # example's convention offset. The coordinate loss learns the offsets; the heatmap
+        # target holds them fixed (stop_gradient), or the heatmap loss would move them too.
         network = model.network if isinstance(model, WithConventions) else model
         logits = network.heatmaps(inputs)[0]
-        offsets = (jax.lax.stop_gradient(model.example_offsets(sources, flipped))
-                   if isinstance(model, WithConventions) else 0.0)
+        offsets = model.example_offsets(sources, flipped) if isinstance(model, WithConventions) else 0.0
         predicted = soft_argmax(logits) + offsets
         return (keypoint_loss(loss, predicted.astype(jnp.float32), keypoints)
-                + heatmap_weight * heatmap_loss(logits, keypoints - offsets, heatmap_sigma))
+                + heatmap_weight * heatmap_loss(logits, keypoints - jax.lax.stop_gradient(offsets), heatmap_sigma))
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
