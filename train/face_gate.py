@@ -3,16 +3,17 @@
 The gate learns the face score's crops (train.face_score), as the app's default
 detector proposes them, at 48x48:
 - faces: each labelled face by the proposals that find it (jaxkp.detect.holds), and
-  by boxes placed on its keypoints with the training jitter and a turn of up to 35
-  degrees (a turned source's 25 degrees and the face's own lean);
-- non-faces: the proposals away from the labelled face, random boxes away from it,
-  and boxes on it at a size no detector box of it has.
+  by three boxes placed on its keypoints with the training jitter and a turn of up to
+  35 degrees (a turned source's 25 degrees and the face's own lean);
+- non-faces: the proposals away from the labelled face, up to six random boxes away
+  from it, and six boxes on it at sizes no detector box of it has.
 Every crop is also read by the keypoint network, and one it scores 0.3 or more
 (the least the second look's rescue reads) counts as a face: it may be an
 unlabelled face in the background, and the gate must pass what the full read
 would keep. A tenth of the training people (CALIBRATION_FRACTION) is held back
-from the gate's training; its threshold passes TARGET_RECALL of their faces (on
-the photos it learnt, a network is surer than on new ones). The figures on the
+from the gate's training; its threshold passes TARGET_RECALL of their crops that a
+full read keeps or looks at again (face score 0.3 or more; on the photos it learnt, a
+network is surer than on new ones, so the threshold is not set there). The figures on the
 weights' validation split are printed and written with it. The gate is written
 beside the weights (gate.safetensors) and described in their config.json
 ("face_gate"); `--dry-run` writes nothing.
@@ -52,7 +53,7 @@ from train.face_score import made_crops, proposal_crops
 # saves time, so it errs on the side of reading.
 TARGET_RECALL = 0.998
 MAX_TURN = 35.0
-EXTRA_FACE_BOXES = 2
+EXTRA_MADE_CROPS = 2
 MAX_SHIFT = 2
 # Share of the training photos (by person) held back to set the threshold: on the photos
 # it learnt, a network is surer than on new ones, and a threshold set there drops faces.
@@ -67,9 +68,17 @@ class GateCrops:
     labels: np.ndarray  # (N,) 1: a face (labelled, or one the keypoint network takes for a face)
     proposed: np.ndarray  # (N,) bool: a detector proposal (not a made box)
     photos: np.ndarray  # (N,) index of the photo in its data set
+    scores: np.ndarray  # (N,) the keypoint network's face score of the crop
 
     def take(self, keep: np.ndarray) -> GateCrops:
-        return GateCrops(self.patches[keep], self.labels[keep], self.proposed[keep], self.photos[keep])
+        return GateCrops(self.patches[keep], self.labels[keep], self.proposed[keep], self.photos[keep],
+                         self.scores[keep])
+
+    @property
+    def read_on(self) -> np.ndarray:
+        """The crops a full read would keep or look at again (face score >= 0.3): the ones
+        the gate must pass."""
+        return self.scores >= SECOND_LOOK_MIN_SCORE
 
 
 def gate_crops(model: KeypointModel, dataset: data.Dataset, detector: FaceDetector, seed: int) -> GateCrops:
@@ -78,12 +87,13 @@ def gate_crops(model: KeypointModel, dataset: data.Dataset, detector: FaceDetect
     gate (an unlabelled face in the background, or a labelled one framed oddly), so the
     gate learns to pass what the full read would keep or look at again."""
     rng = np.random.default_rng(seed)
-    patches, labels, proposed, photos = [], [], [], []
+    patches, labels, proposed, photos, face_scores = [], [], [], [], []
     for index, (image, points) in enumerate(zip(dataset.images, dataset.keypoints)):
         faces, non_faces = proposal_crops(points, detector(image))
         made_faces, made_non_faces = made_crops(image.shape, points, rng, MAX_TURN)
-        for _ in range(EXTRA_FACE_BOXES):
-            made_faces += made_crops(image.shape, points, rng, MAX_TURN)[0]
+        for _ in range(EXTRA_MADE_CROPS):  # more of both: the photo's background is the best non-face
+            more_faces, more_non_faces = made_crops(image.shape, points, rng, MAX_TURN)
+            made_faces, made_non_faces = made_faces + more_faces, made_non_faces + more_non_faces
         crops = faces + non_faces + made_faces + made_non_faces
         boxes = np.array([box for box, _ in crops]).reshape(-1, 4)
         angles = np.array([angle for _, angle in crops])
@@ -93,15 +103,16 @@ def gate_crops(model: KeypointModel, dataset: data.Dataset, detector: FaceDetect
         labels.append(np.maximum(is_face, scores >= SECOND_LOOK_MIN_SCORE))
         proposed.append(np.arange(len(crops)) < len(faces) + len(non_faces))
         photos.append(np.full(len(crops), index))
+        face_scores.append(scores)
     return GateCrops(np.concatenate(patches), np.concatenate(labels).astype(np.int32), np.concatenate(proposed),
-                     np.concatenate(photos))
+                     np.concatenate(photos), np.concatenate(face_scores))
 
 
 def cached_crops(path: Path | None, make: Callable[[], GateCrops]) -> GateCrops:
     """`make()`'s crops, kept in `path` (.npz) and read back from there on the next run."""
     if path is not None and path.exists():
         with np.load(path) as saved:
-            return GateCrops(*(saved[name] for name in ("patches", "labels", "proposed", "photos")))
+            return GateCrops(*(saved[name] for name in ("patches", "labels", "proposed", "photos", "scores")))
     crops = make()
     if path is not None:
         np.savez(path, **dataclasses.asdict(crops))
@@ -167,6 +178,8 @@ def report(gate: ProposalGate, crops: GateCrops) -> dict[str, float]:
     scores = gate.probabilities(crops.patches)
     passed = scores >= gate.threshold
     return {"faces": int(labels.sum()), "non_faces": int((labels == 0).sum()),
+            "read_on_recall": float(passed[crops.read_on].mean()),
+            "proposed_read_on_recall": float(passed[crops.read_on & proposed].mean()),
             "auc": metrics.roc_auc(labels == 1, scores),
             "face_recall": float(passed[labels == 1].mean()),
             "proposed_face_recall": float(passed[(labels == 1) & proposed].mean()),
@@ -224,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     net = fit(fitting.patches, fitting.labels, epochs=args.epochs, seed=args.seed)
     gate = ProposalGate(net, model.crop, 0.5)
     calibration_scores = gate.probabilities(calibration.patches)
-    gate.threshold = float(np.quantile(calibration_scores[calibration.labels == 1], 1 - TARGET_RECALL))
+    gate.threshold = float(np.quantile(calibration_scores[calibration.read_on], 1 - TARGET_RECALL))
     figures = {"training": report(gate, fitting), "calibration": report(gate, calibration),
                "validation": report(gate, val_crops)}
-    print(f"threshold {gate.threshold:.5f} (passes {TARGET_RECALL:.1%} of the calibration photos' faces)")
+    print(f"threshold {gate.threshold:.5f} (passes {TARGET_RECALL:.1%} of the calibration photos' crops that a "
+          f"full read keeps or looks at again)")
     print(json.dumps(figures, indent=2))
     if not args.dry_run:
         gate.info = {"figures": figures, "data": [Path(d).name for d in args.data_dir]}
