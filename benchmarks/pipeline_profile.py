@@ -26,7 +26,7 @@ pipeline, pipeline.detector, pipeline.model; see INSTRUMENTED), so the stages ad
 - gate: the proposal gate's 48-px glance at every merged proposal (jaxkp.gate; ProposalGate.passing: its
   warps and its network call), for weights that have one;
 - first read: KeypointModel.read_faces on the proposals the gate passes (how many, in "proposals read"), split into the
-  network (predict: padding, the jitted forward, back to NumPy) and the rest (framing matrices, warps to
+  network (readout: padding, the jitted forward, back to NumPy) and the rest (framing matrices, warps to
   224x224, keypoints back to photo pixels);
 - judge: the face score's threshold and duplicates, the second look (look_again) and the rescue, each with
   its own network reads;
@@ -83,7 +83,9 @@ WARM_UP_PHOTOS = 3
 INSTRUMENTED = {
     "pipeline": ("find_faces", "judge", "look_again", "rescue"),
     "detector": ("propose", "propose_from"),
-    "model": ("read_faces", "predict"),
+    # read_faces reads through readout (keypoints, evidence and the heatmaps' spread); predict is its
+    # two-output form for callers outside the pipeline.
+    "model": ("read_faces", "readout"),
     "gate": ("passing",),
 }
 
@@ -107,7 +109,7 @@ class ImageSet:
 @dataclass
 class Recorder:
     """Times of the wrapped methods in one pipeline call, keyed by their call path
-    ("find_faces/read_faces/predict"), and how many items each call handled.
+    ("find_faces/read_faces/readout"), and how many items each call handled.
 
     Each thread keeps its own path; a call made in a worker thread (passes run at once) is filed under the
     path of the thread that started the pipeline call. Such calls overlap in time, so their rows can add up
@@ -164,7 +166,7 @@ def count_items(name: str, args: tuple[Any, ...], result: Any) -> int:
         return len(result)
     if name == "passing":  # the gate: the merged proposals it was shown
         return len(args[1])
-    if name in ("read_faces", "predict"):
+    if name in ("read_faces", "readout"):
         return len(args[1] if name == "read_faces" else args[0])
     return 0
 
@@ -208,7 +210,7 @@ def rows_of(recorder: Recorder, source_names: list[str], whole: float) -> dict[s
 
     find_faces = seconds.get("find_faces", 0.0)
     first_read = seconds.get("find_faces/read_faces", 0.0)
-    first_network = seconds.get("find_faces/read_faces/predict", 0.0)
+    first_network = seconds.get("find_faces/read_faces/readout", 0.0)
     judge = seconds.get("find_faces/judge", 0.0)
     look_again = total(lambda p: p.endswith("/look_again"))
     rescue = total(lambda p: p.endswith("/rescue"))
@@ -224,13 +226,13 @@ def rows_of(recorder: Recorder, source_names: list[str], whole: float) -> dict[s
         "  merge and order": detector - propose,
         "gate (48-px glance at each proposal)": gate,
         "first read (proposals the gate passes)": first_read,
-        "  network (predict)": first_network,
+        "  network (readout)": first_network,
         "  framing, warps, back to pixels": first_read - first_network,
         "judge": judge,
         "  second look (look_again)": look_again,
         "  rescue": rescue,
         "  threshold, duplicates, order": judge - look_again - rescue,
-        "network, all reads": total(lambda p: p.endswith("/predict")),
+        "network, all reads": total(lambda p: p.endswith("/readout")),
         "pose (head_pose)": pose,
         "other (grayscale, result dict)": whole - find_faces - pose,
     }
@@ -246,7 +248,7 @@ def counts_of(recorder: Recorder) -> dict[str, float]:
         "proposals read (first read)": items.get("find_faces/read_faces", 0),
         "faces read again (second look)": sum(v for p, v in items.items() if p.endswith("look_again/read_faces")),
         "faces read again (rescue)": sum(v for p, v in items.items() if p.endswith("rescue/read_faces")),
-        "network calls": sum(v for p, v in recorder.calls.items() if p.endswith("/predict")),
+        "network calls": sum(v for p, v in recorder.calls.items() if p.endswith("/readout")),
         "faces kept": len(found.faces) if found is not None else 0,
     }
 
