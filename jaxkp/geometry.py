@@ -82,7 +82,9 @@ def warp_to_input(image: np.ndarray, matrix: np.ndarray, size: int = INPUT_SIZE)
     """
     scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
     if scale < 0.5:
-        factor = 0.5 / scale  # shrink to at most twice the final size
+        # Shrink to at most twice the final size, never below one pixel (a box far larger
+        # than a tiny image).
+        factor = min(0.5 / scale, min(image.shape[:2]))
         small = cv2.resize(image, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
         actual = np.array([small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]])
         matrix = matrix.copy()

@@ -54,6 +54,17 @@ def test_a_gate_patch_is_the_networks_view_at_48_pixels(astronaut_gray, angle):
         assert np.abs(shifted.astype(float) - expected).mean() > 2 * difference
 
 
+def test_patches_of_any_box_on_any_photo():
+    """Boxes far larger than the photo, far outside it, or turned all the way: a patch each,
+    never an error (a photo of one row included)."""
+    rng = np.random.default_rng(1)
+    for height, width in ((1, 1), (1, 900), (700, 3), (40, 40), (1500, 2000)):
+        photo = rng.integers(0, 256, (height, width), dtype=np.uint8)
+        boxes = np.array([[-50.0, -50, 1e6, 1e6], [0, 0, 0.5, 0.5], [1e5, -1e5, 30, 30], [0, 0, width, width]])
+        patches = gate_patches(photo, boxes, np.array([0.0, 90, -170, 25]), (-0.25, -0.1, 1.5, 1.5))
+        assert patches.shape == (4, GATE_SIZE, GATE_SIZE) and patches.dtype == np.uint8
+
+
 def test_gate_weights_round_trip_and_bad_files_are_refused(tmp_path):
     gate = ProposalGate(GateNet(nnx.Rngs(3)), (-0.25, -0.1, 1.5, 1.5), 0.2, {"figures": {"auc": 0.9}})
     entry = gate.save(tmp_path)
