@@ -144,10 +144,13 @@ def uploaded_path(payload: str | dict | None) -> str | None:
 
 def display_copy(rgb: np.ndarray) -> np.ndarray:
     """`rgb` shrunk to at most DISPLAY_MAX_SIDE on its longer side."""
-    scale = DISPLAY_MAX_SIDE / max(rgb.shape[:2])
+    height, width = rgb.shape[:2]
+    scale = DISPLAY_MAX_SIDE / max(height, width)
     if scale >= 1:
         return rgb
-    return cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    # At least one pixel on the short side: a 1x5000 photo shrinks to 1x2048, not to nothing.
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -163,6 +163,21 @@ def turn_photo(gray: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray
                           borderValue=TURN_BORDER_VALUE), turn
 
 
+def turned_canvas_resolution(shape: tuple[int, ...], degrees: float) -> float:
+    """The largest share of its side at which a photo of `shape`, turned by `degrees`, fits
+    a canvas of DETECTION_MAX_PIXELS (1 for a photo that fits whole). A long thin strip
+    turned fills a canvas far larger than itself (a 25x40000 strip turned by 25 degrees:
+    about 370 megapixels, too large for OpenCV past 32767 pixels a side, and gigabytes
+    for the cascade); a photo of ordinary proportions turned by 25 degrees needs under
+    three times its own area and is not shrunk by this."""
+    if not degrees:
+        return 1.0
+    height, width = shape[:2]
+    cos, sin = abs(math.cos(math.radians(degrees))), abs(math.sin(math.radians(degrees)))
+    canvas = (width * cos + height * sin) * (width * sin + height * cos)
+    return min(1.0, math.sqrt(DETECTION_MAX_PIXELS / max(canvas, 1.0)))
+
+
 def to_frontal_framing(boxes: np.ndarray, placement: tuple[float, float, float, float]) -> np.ndarray:
     """Boxes (N, 4) a source placed at `placement` -> where the frontal-default cascade
     would place its box on the same faces (through the implied keypoint box)."""
@@ -269,8 +284,14 @@ class FaceDetector:
     def propose_from(self, index: int, small: np.ndarray) -> Faces:
         """Source `index`'s boxes on `small`, in the frontal framing, in `small`'s pixels."""
         source = self.sources[index]
-        shrunk = small if source.resolution == 1.0 else cv2.resize(
-            small, None, fx=source.resolution, fy=source.resolution, interpolation=cv2.INTER_AREA)
+        resolution = min(source.resolution, turned_canvas_resolution(small.shape, source.angle))
+        if resolution == 1.0:
+            shrunk = small
+        elif min(small.shape) * resolution >= 1:
+            shrunk = cv2.resize(small, None, fx=resolution, fy=resolution, interpolation=cv2.INTER_AREA)
+        else:  # a strip a few pixels thin: keep one pixel
+            shrunk = cv2.resize(small, (max(1, round(small.shape[1] * resolution)),
+                                        max(1, round(small.shape[0] * resolution))), interpolation=cv2.INTER_AREA)
         boxes, windows, back = self.cascade_boxes(index, shrunk)
         boxes = to_frontal_framing(boxes, source.placement)
         if back is not None:  # the box's centre back in the photo; its size does not change

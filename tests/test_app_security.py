@@ -132,6 +132,16 @@ def test_heic_photo_with_exif_orientation(app, tmp_path):
     assert np.linalg.norm(np.subtract(face["keypoints"], want["keypoints"]), axis=1).mean() < 0.05 * interocular
 
 
+@pytest.mark.parametrize("size", [(5000, 1), (1, 5000), (200000, 48)])
+def test_long_thin_photos_get_an_answer(app, tmp_path, size):
+    """A photo one pixel thin (its display copy once shrank to nothing) or a long strip
+    (turned, it once needed a canvas past OpenCV's 32767-pixel side): a plain answer."""
+    path = save(Image.new("L", size, 128), tmp_path / "thin.png")
+    event, outputs = app.call_file(path)
+    assert event == "complete" and outputs[2]["faces"] == []
+    assert outputs[2]["image"] == {"width": size[0], "height": size[1]}
+
+
 def test_empty_file_is_called_empty(app, tmp_path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")

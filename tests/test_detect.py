@@ -174,6 +174,22 @@ def test_one_detector_serves_two_threads_at_once(astronaut_gray):
     assert counts == [expected[i % 3] for i in range(24)]
 
 
+def test_a_long_strip_is_turned_onto_a_canvas_of_the_detection_budget():
+    from jaxkp.detect import DETECTION_MAX_PIXELS, turned_canvas_resolution
+
+    # Photos of ordinary proportions (1 MP copies: 4:3, 16:9, 4:1) keep the turned sources' own resolution.
+    for width, height in ((1155, 866), (1333, 750), (2000, 500)):
+        assert turned_canvas_resolution((height, width), 25.0) > 0.55
+    assert turned_canvas_resolution((866, 1155), 0.0) == 1.0
+    for height, width in ((25, 40000), (40000, 25), (3, 290000)):
+        resolution = turned_canvas_resolution((height, width), 25.0)
+        turned, _ = turn_photo(np.zeros((max(1, round(height * resolution)), round(width * resolution)), np.uint8),
+                               25.0)
+        assert turned.size <= 1.01 * DETECTION_MAX_PIXELS
+    strip = np.random.default_rng(0).integers(0, 256, (12, 300000), dtype=np.uint8)
+    assert len(FaceDetector()(strip)) == 0  # every source runs; nothing to find, no error
+
+
 def test_boxes_of_one_face_merge_into_one():
     faces = Faces(np.array([[100.0, 100, 80, 80], [104, 98, 84, 84], [300, 300, 50, 50]]), np.zeros(3),
                   np.array([1, 0, 0]))
