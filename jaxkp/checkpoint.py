@@ -132,6 +132,28 @@ def read_config(directory: Path | str) -> dict[str, Any]:
     return config
 
 
+def fill_module(module: nnx.Module, arrays: dict[str, np.ndarray], path: Path, what: str) -> None:
+    """Sets `module`'s parameters and BatchNorm statistics from `arrays` (dotted names, as
+    model_arrays writes them), read from `path`; `what` names the module in errors. Raises
+    WeightsError for a tensor too many, missing, misshapen or not finite."""
+    state = nnx.state(module, (nnx.Param, nnx.BatchStat))
+    expected = model_arrays(module)
+    unexpected = sorted(set(arrays) - set(expected))
+    if unexpected:
+        raise WeightsError(f"{path} has tensors {what} lacks: {', '.join(unexpected[:5])}")
+    for path_tuple, var in nnx.to_flat_state(state):
+        name = ".".join(map(str, path_tuple))
+        if name not in arrays:
+            raise WeightsError(f"{path} is missing tensor {name}")
+        value = arrays[name]
+        if value.shape != expected[name].shape:
+            raise WeightsError(f"{path}: tensor {name} has shape {value.shape}, expected {expected[name].shape}")
+        if not np.all(np.isfinite(value)):
+            raise WeightsError(f"{path}: tensor {name} holds NaN or infinite values")
+        var.set_value(jax.numpy.asarray(value, dtype=expected[name].dtype))
+    nnx.update(module, state)
+
+
 def load_weights(directory: Path | str) -> tuple[nnx.Module, dict[str, Any]]:
     """Builds the network named in config.json and fills it, in eval mode.
 
@@ -148,21 +170,6 @@ def load_weights(directory: Path | str) -> tuple[nnx.Module, dict[str, Any]]:
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{path} is corrupt or truncated ({error})") from None
     model = create_model(config["network"])
-    state = nnx.state(model, (nnx.Param, nnx.BatchStat))
-    expected = model_arrays(model)
-    unexpected = sorted(set(arrays) - set(expected))
-    if unexpected:
-        raise WeightsError(f"{path} has tensors the {config['network']} network lacks: {', '.join(unexpected[:5])}")
-    for path_tuple, var in nnx.to_flat_state(state):
-        name = ".".join(map(str, path_tuple))
-        if name not in arrays:
-            raise WeightsError(f"{path} is missing tensor {name}")
-        value = arrays[name]
-        if value.shape != expected[name].shape:
-            raise WeightsError(f"{path}: tensor {name} has shape {value.shape}, expected {expected[name].shape}")
-        if not np.all(np.isfinite(value)):
-            raise WeightsError(f"{path}: tensor {name} holds NaN or infinite values")
-        var.set_value(jax.numpy.asarray(value, dtype=expected[name].dtype))
-    nnx.update(model, state)
+    fill_module(model, arrays, path, f"the {config['network']} network")
     model.eval()
     return model, config

@@ -28,7 +28,7 @@ from flax import nnx
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
-from jaxkp.checkpoint import WeightsError, write_atomic
+from jaxkp.checkpoint import WeightsError, fill_module, model_arrays, write_atomic
 from jaxkp.geometry import Region, box_framing_matrix, warp_to_input
 from jaxkp.model import INPUT_SIZE, ConvBlock
 
@@ -133,9 +133,7 @@ class ProposalGate:
 
     def save(self, directory: Path | str) -> dict[str, Any]:
         """Writes gate.safetensors into `directory`; returns config.json's "face_gate" entry."""
-        state = nnx.state(nnx.merge(self.graph, self.state), (nnx.Param, nnx.BatchStat))
-        arrays = {".".join(map(str, path)): np.asarray(var.get_value(), np.float32)
-                  for path, var in nnx.to_flat_state(state)}
+        arrays = model_arrays(nnx.merge(self.graph, self.state))
         write_atomic(Path(directory) / GATE_FILE, save(arrays, metadata={"format": "jaxkp-gate"}))
         return {**self.info, "file": GATE_FILE, "input_size": GATE_SIZE, "crop": list(self.crop),
                 "threshold": self.threshold}
@@ -153,13 +151,6 @@ class ProposalGate:
         except (SafetensorError, OSError, ValueError) as error:
             raise WeightsError(f"{path.name} is corrupt or truncated ({error})") from None
         net = GateNet(nnx.Rngs(0))
-        state = nnx.state(net, (nnx.Param, nnx.BatchStat))
-        for path_tuple, var in nnx.to_flat_state(state):
-            name = ".".join(map(str, path_tuple))
-            value = arrays.get(name)
-            if value is None or value.shape != var.get_value().shape or not np.all(np.isfinite(value)):
-                raise WeightsError(f"{path.name}: tensor {name} is missing, misshapen or not finite")
-            var.set_value(jnp.asarray(value))
-        nnx.update(net, state)
+        fill_module(net, arrays, path, "the face gate")
         info = {key: value for key, value in entry.items() if key not in ("file", "input_size", "crop", "threshold")}
         return cls(net, entry["crop"], entry["threshold"], info)

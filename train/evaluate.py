@@ -150,6 +150,21 @@ def validation_part(dataset: data.Dataset, data_dir: Path, train_config: dict[st
     return dataset.subset(val_idx)
 
 
+def split_parts(data_dirs: list[Path], train_config: dict[str, Any], every: int = 1
+                ) -> tuple[list[data.Dataset], list[data.Dataset]]:
+    """Each folder's training images (every `every`-th) and validation images, as the run of
+    `train_config` split them. Raises data.DataError."""
+    train_parts, val_parts = [], []
+    for data_dir in data_dirs:
+        dataset = data.load_dataset(data_dir)
+        val = validation_part(dataset, data_dir, train_config)
+        val_names = set(val.names)
+        train = dataset.subset(np.array([i for i, n in enumerate(dataset.names) if n not in val_names]))
+        train_parts.append(train.subset(np.arange(0, len(train), every)))
+        val_parts.append(val)
+    return train_parts, val_parts
+
+
 def load_run(weights: str | None) -> tuple[Path, KeypointModel, dict[str, Any]]:
     """Weights whose config.json records the run that made them: their folder, the model
     and that config (its "train_config" holds the run's split). Raises WeightsError."""

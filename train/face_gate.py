@@ -46,7 +46,7 @@ from jaxkp.detect import FaceDetector
 from jaxkp.gate import GateNet, ProposalGate, gate_patches
 from jaxkp.inference import SECOND_LOOK_MIN_SCORE, KeypointModel
 from train import data
-from train.evaluate import holdout_of, load_run, validation_part
+from train.evaluate import holdout_of, load_run, split_parts
 from train.face_score import made_crops, proposal_crops
 
 # Faces the threshold passes, measured on the calibration photos' crops: the gate only
@@ -201,14 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         weights_dir, model, config = load_run(args.weights)
         train_config = config["train_config"]
-        train_parts, val_parts = [], []
-        for data_dir in args.data_dir:
-            dataset = data.load_dataset(data_dir)
-            val = validation_part(dataset, data_dir, train_config)
-            val_names = set(val.names)
-            train = dataset.subset(np.array([i for i, n in enumerate(dataset.names) if n not in val_names]))
-            train_parts.append(train.subset(np.arange(0, len(train), args.every)))
-            val_parts.append(val)
+        train_parts, val_parts = split_parts(args.data_dir, train_config, args.every)
     except (data.DataError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
