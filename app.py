@@ -17,13 +17,15 @@ from __future__ import annotations
 import base64
 import ctypes
 import ctypes.util
+import functools
 import json
 import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import gradio as gr
@@ -86,7 +88,9 @@ UPLOADS_MAX_BYTES = int(os.environ.get("JAXKP_UPLOADS_MAX_BYTES", 1_000_000_000)
 UPLOAD_REQUEST_MAX_BYTES = MAX_VIDEO_UPLOAD_BYTES + 1_000_000
 # Any other request body: a JSON payload, or a live frame inline (at most 4 MB, in base64).
 REQUEST_MAX_BYTES = 8_000_000
-UPLOADS = FolderCap(UPLOAD_ROOT, UPLOADS_MAX_BYTES)
+# And at most this many files in it (JAXKP_UPLOADS_MAX_FILES): empty files cost no bytes.
+UPLOADS_MAX_FILES = int(os.environ.get("JAXKP_UPLOADS_MAX_FILES", 5_000))
+UPLOADS = FolderCap(UPLOAD_ROOT, UPLOADS_MAX_BYTES, UPLOADS_MAX_FILES)
 # What one video may cost, set by the server, never by the file: 60 s of media, at
 # most 30 analysed frames a second (1,800 in all), frames up to 4K (reduced by ffmpeg
 # to the working size before they reach Python), 3 minutes of work on this 2-core
@@ -170,6 +174,28 @@ def refuse(message: str, reason: str, size: int | None) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def one_message(what: str) -> Callable[[Handler], Handler]:
+    """An endpoint whose unforeseen failure (a bug, a decoder's surprise) reaches its
+    client as one plain message, never Gradio's bare error; the traceback goes to the
+    server's log only."""
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception:  # noqa: BLE001 - the client gets one message; the log gets the cause
+                log.exception("%s failed unexpectedly", handler.__name__)
+                raise gr.Error(f"Something went wrong with this {what}; try another.", print_exception=False) \
+                    from None
+        return guarded  # type: ignore[return-value]
+    return wrap
+
+
 def read_request_photo(photo: str | dict | None) -> Photo:
     """The client's uploaded photo, decoded reduced; gr.Error with one clear message otherwise."""
     path = uploaded_path(photo)
@@ -191,6 +217,7 @@ ALIGNED_SIZE = 256
 NO_ALIGNED_FACES = {"gallery": [], "zip": None}
 
 
+@one_message("photo")
 def predict(photo: str | dict | None) -> tuple[str, list[str], dict[str, Any], str, dict[str, Any]]:
     """Faces and keypoints for one photo: (annotated JPEG, face crops, result JSON, status, the
     aligned faces' files for `show_aligned`, kept in the session, not sent)."""
@@ -268,6 +295,7 @@ def frame_bytes(payload: str | dict | None) -> bytes | None:
     return None if path is None else read_upload(path, UPLOAD_ROOT, MAX_UPLOAD_BYTES)
 
 
+@one_message("frame")
 def live_frame(frame: str | dict | None, state: dict | None) -> tuple[str | None, str, dict | None]:
     """One webcam frame: the frame with its tracked faces drawn (a JPEG in the output
     folder, so Gradio keeps no copy of its own per frame), a speed readout, the session's
@@ -296,6 +324,7 @@ def live_frame(frame: str | dict | None, state: dict | None) -> tuple[str | None
     return shown, readout, state
 
 
+@one_message("video")
 def video(upload: str | dict | None, progress: gr.Progress = gr.Progress()) -> tuple[str, str, str]:
     """A video file: (annotated H.264 MP4, per-frame JSON file, status)."""
     prune_outputs()
@@ -404,7 +433,13 @@ demo = build_app()
 UPLOADS.keep_present()  # the examples Gradio copied into its cache while building
 UPLOADS.watch()
 
+# Gradio keeps a state (30-60 KB) for every session hash a request brings, refused ones
+# too, up to this many (its own default, 10,000, let 17,600 cheap requests hold 600 MB);
+# past it the oldest session's state goes (a live stream's tracker starts afresh).
+SESSIONS_KEPT = 1_000
+
 if __name__ == "__main__":
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_VIDEO_UPLOAD_BYTES,
+                state_session_capacity=SESSIONS_KEPT,
                 app_kwargs={"middleware": [Middleware(BodyLimit, upload_bytes=UPLOAD_REQUEST_MAX_BYTES,
                                                        other_bytes=REQUEST_MAX_BYTES, after_upload=UPLOADS.prune)]})

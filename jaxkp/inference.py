@@ -52,6 +52,10 @@ register_heif_opener()  # iPhone photos (HEIC/HEIF), EXIF orientation included
 
 # Photos larger than this are refused before decoding (decompression bombs).
 MAX_PIXELS = 64_000_000
+# And photos longer than this on a side: a decoder keeps a row pointer per row (a
+# 1x64,000,000 PNG of 124 KB took 2.2 GB and 12 s), and no face is found in such a
+# line of pixels anyway.
+MAX_SIDE = 1_000_000
 # Larger photos are decoded reduced (JPEG: at decode time) to at most this many
 # pixels; results are still given in the original photo's pixels. A 12 MP phone
 # photo stays whole, and a face the detector can find keeps enough pixels.
@@ -131,8 +135,8 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
     any photo resized to fit. Memory and time follow the working size. A photo over
     `refuse_over` pixels is refused from its header, before any decoding."""
     if isinstance(source, np.ndarray):
-        rgb = _array_to_rgb(source)
-        height, width = rgb.shape[:2]
+        rgb = _array_to_rgb(source, max_pixels)
+        height, width = source.shape[:2]
         return Photo(_fit(rgb, max_pixels), width, height)
     image = source if isinstance(source, Image.Image) else _open_image(source)
     width, height = image.size
@@ -140,6 +144,8 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
         raise ImageError(f"image is empty ({width}x{height} pixels)")
     if width * height > refuse_over:
         raise ImageError(f"image too large: {width}x{height} pixels (limit {refuse_over / 1e6:g} megapixels)")
+    if max(width, height) > MAX_SIDE:
+        raise ImageError(f"image too long: {width}x{height} pixels (a side may be at most {MAX_SIDE:,} pixels)")
     try:
         if image.getexif().get(0x0112, 1) in TRANSPOSING_ORIENTATIONS:
             width, height = height, width
@@ -148,13 +154,41 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
             image.draft(image.mode, (math.ceil(image.size[0] * shrink), math.ceil(image.size[1] * shrink)))
         image.load()
         image = ImageOps.exif_transpose(image)
+        if max_pixels is not None and image.size[0] * image.size[1] > max_pixels:
+            if image.mode not in REDUCIBLE_MODES and image.mode not in WIDE_MODES:
+                image = image.convert("RGB")  # palette and 1-bit: their values are no intensities
+            if image.mode in REDUCIBLE_MODES:
+                image = image.reduce(_reduction(image.size, max_pixels))
+        if image.mode in WIDE_MODES:
+            rgb = _array_to_rgb(np.asarray(image), max_pixels)
+        else:
+            rgb = np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"image is truncated or corrupt: {error}") from None
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        rgb = _array_to_rgb(np.asarray(image))
-    else:
-        rgb = np.asarray(image.convert("RGB"))
+    except ImageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many kinds on damaged files
+        raise ImageError(f"image is truncated or corrupt ({type(error).__name__})") from None
     return Photo(_fit(rgb, max_pixels), width, height)
+
+
+# Modes whose whole-photo copy (a PNG, WebP or TIFF has no reduced decoding) is box-reduced
+# in Pillow before it is made RGB and copied out: a 64-megapixel PNG otherwise costs about
+# a gigabyte in copies. (Palette images are not: their values are indices.)
+REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F")
+# More than 8 bits a value: made 8-bit by _array_to_rgb.
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _reduction(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """Whole factors (x, y) that bring a photo of `size` within `max_pixels` (1, 1 if it
+    is): the same both ways, except along a side too thin to take it."""
+    width, height = size
+    if width * height <= max_pixels:
+        return 1, 1
+    factor = math.ceil(math.sqrt(width * height / max_pixels))
+    across = min(factor, width)
+    return across, min(height, math.ceil(math.ceil(width / across) * height / max_pixels))
 
 
 def _open_image(source: str | Path | bytes) -> Image.Image:
@@ -171,6 +205,8 @@ def _open_image(source: str | Path | bytes) -> Image.Image:
         raise ImageError(f"image too large: {error}") from None
     except OSError as error:
         raise ImageError(f"cannot read image: {error}") from None
+    except Exception as error:  # noqa: BLE001 - a damaged header raises ValueError, IndexError, ...
+        raise ImageError(f"image is truncated or corrupt ({type(error).__name__})") from None
 
 
 def _fit(rgb: np.ndarray, max_pixels: int | None) -> np.ndarray:
@@ -179,8 +215,11 @@ def _fit(rgb: np.ndarray, max_pixels: int | None) -> np.ndarray:
     if max_pixels is None or width * height <= max_pixels:
         return rgb
     shrink = math.sqrt(max_pixels / (width * height))
-    size = (max(1, int(width * shrink)), max(1, int(height * shrink)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    new_width, new_height = max(1, int(width * shrink)), max(1, int(height * shrink))
+    # A strip one pixel thin keeps its pixel; its length then shrinks further, to the budget.
+    new_width = min(new_width, max(1, max_pixels // new_height))
+    new_height = min(new_height, max(1, max_pixels // new_width))
+    return cv2.resize(rgb, (new_width, new_height), interpolation=cv2.INTER_AREA)
 
 
 IMAGE_SIGNATURES = {
@@ -206,11 +245,17 @@ def _describe_unreadable(source: str | Path | bytes) -> str:
     return f"damaged {kind} file: its header cannot be read"
 
 
-def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+def _array_to_rgb(array: np.ndarray, max_pixels: int | None = None) -> np.ndarray:
+    """Any array image -> RGB uint8. One of more than `max_pixels` that is not uint8 is first
+    subsampled to about that size, so that its float copy is small (a 64-megapixel 16-bit
+    PNG once took 1.8 GB here)."""
     if array.size == 0:
         raise ImageError(f"image is empty (shape {array.shape})")
     if array.dtype != np.uint8:
-        array = array.astype(np.float64)
+        if max_pixels is not None and array.ndim >= 2 and array.shape[0] * array.shape[1] > max_pixels:
+            step = math.ceil(math.sqrt(array.shape[0] * array.shape[1] / max_pixels))
+            array = array[::step, ::step]
+        array = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         high = array.max()
         # 16-bit data may use the full range or only 12 bits of it.
         scale = 255.0 / (65535.0 if high > 4095 else max(high, 1.0)) if high > 255 else 1.0

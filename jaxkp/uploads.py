@@ -77,23 +77,26 @@ def read_upload(path: str | os.PathLike, upload_root: str | os.PathLike, max_byt
 
 
 class FolderCap:
-    """Keeps a folder (the app's upload and cache folder) under `max_bytes`, whatever
-    clients upload without ever calling an endpoint: past the cap the oldest files go
-    first, except those a request is using (`in_use`) and those kept from the start
-    (`keep_present`: the app's own example files)."""
+    """Keeps a folder (the app's upload and cache folder) under `max_bytes` and
+    `max_files`, whatever clients upload without ever calling an endpoint: past either
+    cap the oldest files go first, except those a request is using (`in_use`) and those
+    kept from the start (`keep_present`: the app's own example files). The file cap
+    bounds what empty files cost, which the byte cap does not see: 40,000 of them
+    (40 requests) once made every prune walk them all, half a core while idle."""
 
     # A folder emptied by pruning is removed only once this old: an upload that has
-    # just made it may be about to move its file in.
-    EMPTY_FOLDER_MIN_AGE_S = 60.0
+    # just made it may be about to move its file in (Gradio moves it at once).
+    EMPTY_FOLDER_MIN_AGE_S = 5.0
     # Gradio writes an arriving upload to a temporary file ("tmp...") at the folder's
     # top, then moves it into a folder of its own. Such a file written to this recently
     # is an upload still arriving: deleting it would lose that upload (the request body
     # limit bounds how much these hold).
     BEING_WRITTEN_S = 2.0
 
-    def __init__(self, root: str | os.PathLike, max_bytes: int):
+    def __init__(self, root: str | os.PathLike, max_bytes: int, max_files: int | None = None):
         self.root = os.path.realpath(root)
         self.max_bytes = max_bytes
+        self.max_files = max_files
         self._in_use: collections.Counter[str] = collections.Counter()
         self._kept: set[str] = set()
         self._lock = threading.Lock()
@@ -130,24 +133,25 @@ class FolderCap:
         return found
 
     def prune(self) -> int:
-        """Deletes the oldest files nobody is using while the folder is over its cap;
+        """Deletes the oldest files nobody is using while the folder is over a cap;
         returns the bytes freed."""
         files = sorted(self._files())
-        total = sum(size for _, size, _ in files)
-        freed = 0
+        total, count = sum(size for _, size, _ in files), len(files)
+        max_files = count if self.max_files is None else self.max_files
+        freed = removed = 0
         with self._lock:
             busy = set(self._in_use) | self._kept
         recent = time.time() - self.BEING_WRITTEN_S
         for modified, size, path in files:
-            if total <= self.max_bytes:
+            if total <= self.max_bytes and count <= max_files:
                 break
             if path in busy or (modified > recent and self._arriving(path)):
                 continue
             with contextlib.suppress(OSError):
                 os.unlink(path)
-                total -= size
-                freed += size
-        if freed:
+                total, count = total - size, count - 1
+                freed, removed = freed + size, removed + 1
+        if removed:
             self._remove_empty_folders()
         return freed
 

@@ -49,14 +49,46 @@ def decompression_bomb(path: Path) -> Path:
     return save(Image.new("1", (12000, 12000)), path, format="PNG")
 
 
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_declaring(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares width x height gray pixels, and no pixel data to speak of."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunks = png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"")) + png_chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+    return path
+
+
 def zero_size_png(path: Path) -> Path:
     """A PNG whose header declares 0x0 pixels."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return png_declaring(path, 0, 0)
 
-    header = struct.pack(">IIBBBBB", 0, 0, 8, 0, 0, 0, 0)
-    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+
+def line_of_pixels_png(path: Path) -> Path:
+    """A PNG declaring 1x2,000,000 pixels (2 megapixels; a decoder keeps a pointer per row:
+    1x64,000,000 once took 2.2 GB)."""
+    return png_declaring(path, 1, 2_000_000)
+
+
+# Damaged headers on which Pillow raises other than OSError (found by fuzzing the app's reader):
+def unknown_dds(path: Path) -> Path:
+    """A DDS with an unknown FourCC (NotImplementedError)."""
+    path.write_bytes(b"DDS " + struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44
+                     + struct.pack("<2I", 32, 4) + b"ZZZZ" + b"\0" * 104)
+    return path
+
+
+def pgm_past_16_bits(path: Path) -> Path:
+    """A PGM whose maximum value needs 32 bits (ValueError), named as a JPEG."""
+    path.write_bytes(b"P5 4 4 4294967295\n" + b"\xff" * 64)
+    return path
+
+
+def short_header_png(path: Path) -> Path:
+    """A PNG whose IHDR chunk is 4 bytes long (ValueError)."""
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", b"\0\0\0\x10"))
     return path
 
 
@@ -74,4 +106,8 @@ BAD_FILES = {
     "truncated.jpg": (truncated_jpeg, "truncated"),
     "bomb.png": (decompression_bomb, "too large"),
     "zero.png": (zero_size_png, "empty"),
+    "line.png": (line_of_pixels_png, "too long"),
+    "unknown.dds": (unknown_dds, "corrupt"),
+    "maxval.jpg": (pgm_past_16_bits, "corrupt"),
+    "short_header.png": (short_header_png, "corrupt"),
 }

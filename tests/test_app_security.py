@@ -16,7 +16,15 @@ from PIL import Image
 from app_process import ROOT, AppProcess
 from jaxkp.examples import compose_faces
 from jaxkp.uploads import NOT_UPLOADED
-from photos import ASTRONAUT, exif_rotated_astronaut, save
+from photos import (
+    ASTRONAUT,
+    exif_rotated_astronaut,
+    line_of_pixels_png,
+    pgm_past_16_bits,
+    save,
+    short_header_png,
+    unknown_dds,
+)
 
 pytestmark = pytest.mark.slow  # the app in its own process
 
@@ -140,6 +148,27 @@ def test_long_thin_photos_get_an_answer(app, tmp_path, size):
     event, outputs = app.call_file(path)
     assert event == "complete" and outputs[2]["faces"] == []
     assert outputs[2]["image"] == {"width": size[0], "height": size[1]}
+
+
+def test_damaged_headers_get_one_message_on_photos_and_frames(app, tmp_path):
+    """Files on which Pillow raises other than OSError (found by fuzzing the app's reader)
+    once reached the client as a bare error and the log as a traceback; and a photo one
+    pixel wide and two million long is refused from its header."""
+    import base64
+
+    damaged = {"bad.dds": unknown_dds, "maxval.jpg": pgm_past_16_bits, "short.png": short_header_png,
+               "line.png": line_of_pixels_png}
+    for name, make in damaged.items():
+        path = make(tmp_path / name)
+        event, message = app.call_file(path)
+        expected = "too long" if name == "line.png" else "truncated or corrupt"
+        assert event == "error" and message.startswith("Cannot use this file: image ") and expected in message, name
+        frame = {"path": None, "url": "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()}
+        event, message = app.call(frame, timeout=30, api="live")
+        assert event == "error" and message.startswith("Cannot use this frame: image "), (name, message)
+    assert "Traceback" not in app.log_path.read_text()
+    event, outputs = app.call_file(ASTRONAUT)
+    assert event == "complete" and len(outputs[2]["faces"]) == 1
 
 
 def test_empty_file_is_called_empty(app, tmp_path):

@@ -199,3 +199,25 @@ def test_a_box_away_from_the_labelled_face_is_not_its_detection():
     assert np.isnan(nearest_face_boxes(detector, [image], points[None])).all()
     boxes = np.array([[200.0, 250.0, 40.0, 40.0], [60.0, 50.0, 90.0, 90.0]])
     np.testing.assert_array_equal(nearest_face_boxes(detector, [image], points[None])[0], boxes[1])
+
+
+def test_large_and_thin_photos_are_worked_on_within_the_pixel_budget(tmp_path):
+    """The working copy keeps to its budget whatever the photo's shape or depth: a strip
+    one pixel thin (once a 1-pixel-wide copy of 28 megapixels) and a 16-bit photo (once
+    made float64 whole before it was shrunk)."""
+    from jaxkp.inference import read_photo
+
+    strip = read_photo(np.full((1, 3_000_000), 200, np.uint8), max_pixels=1_000_000)
+    assert strip.rgb.shape[0] == 1 and strip.rgb.shape[0] * strip.rgb.shape[1] <= 1_000_000
+    assert (strip.width, strip.height) == (3_000_000, 1) and np.all(strip.rgb == 200)
+    gradient = np.tile(np.linspace(0, 65535, 3000).astype(np.uint16), (2000, 1))
+    path = tmp_path / "sixteen.png"
+    Image.fromarray(gradient).save(path)
+    for photo in (read_photo(path, max_pixels=500_000), read_photo(gradient, max_pixels=500_000)):
+        assert photo.rgb.shape[0] * photo.rgb.shape[1] <= 500_000 and (photo.width, photo.height) == (3000, 2000)
+        row = photo.rgb[0, :, 0].astype(int)
+        assert row[0] <= 1 and row[-1] >= 254 and np.all(np.diff(row) >= 0)  # the 16-bit range, in order
+    rgb = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (600, 12)))  # 3072x600 PNG, reduced in Pillow
+    rgb.convert("RGB").save(tmp_path / "wide.png")
+    wide = read_photo(tmp_path / "wide.png", max_pixels=400_000)
+    assert wide.rgb.shape[0] * wide.rgb.shape[1] <= 400_000 and (wide.width, wide.height) == (3072, 600)

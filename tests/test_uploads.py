@@ -43,3 +43,13 @@ def test_the_oldest_unused_files_go_first_until_the_folder_is_under_its_cap(tmp_
     write(tmp_path / "e" / "more.jpg", 40_000, age_s=10)
     cap.prune()
     assert not (tmp_path / "a").exists() and not in_use.exists()  # no longer in use: the oldest left
+
+
+def test_empty_files_are_capped_by_their_number(tmp_path):
+    """Empty uploads cost no bytes but each is one more file every prune walks: past
+    `max_files` the oldest go, whatever the byte cap."""
+    files = [write(tmp_path / f"{index % 7}" / f"empty{index}.jpg", 0, age_s=300 - index) for index in range(40)]
+    cap = FolderCap(tmp_path, max_bytes=10**9, max_files=25)
+    assert cap.prune() == 0  # no bytes freed...
+    assert [path.exists() for path in files] == [False] * 15 + [True] * 25  # ...but the 15 oldest went
+    assert FolderCap(tmp_path, max_bytes=10**9).prune() == 0 and sum(p.exists() for p in files) == 25
