@@ -56,6 +56,10 @@ MAX_PIXELS = 64_000_000
 # 1x64,000,000 PNG of 124 KB took 2.2 GB and 12 s), and no face is found in such a
 # line of pixels anyway.
 MAX_SIDE = 1_000_000
+# And JPEGs of more scans than this: the decoder walks every block of the photo once a
+# scan, reduced or not, and nothing else bounds their number (a 718 KB progressive JPEG
+# of 4,000 scans took 34 s of a core). A progressive JPEG has about 10.
+MAX_JPEG_SCANS = 100
 # Larger photos are decoded reduced (JPEG: at decode time) to at most this many
 # pixels; results are still given in the original photo's pixels. A 12 MP phone
 # photo stays whole, and a face the detector can find keeps enough pixels.
@@ -146,6 +150,11 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
         raise ImageError(f"image too large: {width}x{height} pixels (limit {refuse_over / 1e6:g} megapixels)")
     if max(width, height) > MAX_SIDE:
         raise ImageError(f"image too long: {width}x{height} pixels (a side may be at most {MAX_SIDE:,} pixels)")
+    if image.format == "JPEG" and not isinstance(source, Image.Image):
+        scans = _jpeg_scans(source)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageError(f"this JPEG has {scans} scans (at most {MAX_JPEG_SCANS} are read; a progressive JPEG "
+                             f"has about 10)")
     try:
         if image.getexif().get(0x0112, 1) in TRANSPOSING_ORIENTATIONS:
             width, height = height, width
@@ -187,8 +196,20 @@ def _reduction(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
     if width * height <= max_pixels:
         return 1, 1
     factor = math.ceil(math.sqrt(width * height / max_pixels))
-    across = min(factor, width)
-    return across, min(height, math.ceil(math.ceil(width / across) * height / max_pixels))
+    across, down = min(factor, width), min(factor, height)
+    if across < factor:  # a strip too thin across: its length takes the rest
+        down = min(height, math.ceil(math.ceil(width / across) * height / max_pixels))
+    elif down < factor:
+        across = min(width, math.ceil(math.ceil(height / down) * width / max_pixels))
+    return across, down
+
+
+def _jpeg_scans(source: str | Path | bytes) -> int:
+    """How many scans (start-of-scan markers) a JPEG holds, its embedded thumbnails' too:
+    inside a scan's coded data a 0xFF byte is followed by 0x00 or a restart marker, never
+    by 0xDA, so each 0xFF 0xDA starts a scan."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return data.count(b"\xff\xda")
 
 
 def _open_image(source: str | Path | bytes) -> Image.Image:

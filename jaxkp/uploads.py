@@ -168,8 +168,10 @@ class FolderCap:
                 if now - os.lstat(folder).st_mtime > self.EMPTY_FOLDER_MIN_AGE_S:
                     os.rmdir(folder)
 
-    def watch(self, every_s: float = 0.5) -> threading.Thread:
-        """Prunes every `every_s` seconds, in a daemon thread, for the life of the process."""
+    def watch(self, every_s: float = 2.0) -> threading.Thread:
+        """Prunes every `every_s` seconds, in a daemon thread, for the life of the process
+        (each upload also prunes as it ends: this catches what else writes there). A prune
+        lists the folder: at its 5,000-file cap, every 0.5 s cost 13-16 % of a core idle."""
         def loop() -> None:
             while True:
                 time.sleep(every_s)

@@ -86,6 +86,27 @@ def pgm_past_16_bits(path: Path) -> Path:
     return path
 
 
+def many_scans_jpeg(path: Path, repeats: int = 150) -> Path:
+    """A valid progressive JPEG whose first AC scan is repeated: the decoder walks every
+    block again for each (4,000 repeats on 8000x8000 px, 718 KB, took 34 s of a core)."""
+    buffer = io.BytesIO()
+    Image.new("L", (256, 256), 128).save(buffer, format="JPEG", progressive=True)
+    data = buffer.getvalue()
+    segments, at = [], 2  # (marker, start, end) of each segment after SOI
+    while data[at + 1] != 0xD9:
+        end = at + 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+        if data[at + 1] == 0xDA:  # a scan's coded data runs to the next marker (not 0xFF00, not a restart)
+            while not (data[end] == 0xFF and data[end + 1] != 0 and not 0xD0 <= data[end + 1] <= 0xD7):
+                end += 1
+        segments.append((data[at + 1], at, end))
+        at = end
+    scans = [index for index, (marker, _, _) in enumerate(segments) if marker == 0xDA]
+    first_ac = scans[1]  # the first scan is the DC one
+    start = segments[first_ac - 1][1] if segments[first_ac - 1][0] == 0xC4 else segments[first_ac][1]
+    path.write_bytes(data[:at] + data[start : segments[first_ac][2]] * repeats + data[at:])
+    return path
+
+
 def short_header_png(path: Path) -> Path:
     """A PNG whose IHDR chunk is 4 bytes long (ValueError)."""
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", b"\0\0\0\x10"))
@@ -110,4 +131,5 @@ BAD_FILES = {
     "unknown.dds": (unknown_dds, "corrupt"),
     "maxval.jpg": (pgm_past_16_bits, "corrupt"),
     "short_header.png": (short_header_png, "corrupt"),
+    "scans.jpg": (many_scans_jpeg, "scans"),
 }

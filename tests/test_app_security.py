@@ -20,6 +20,7 @@ from photos import (
     ASTRONAUT,
     exif_rotated_astronaut,
     line_of_pixels_png,
+    many_scans_jpeg,
     pgm_past_16_bits,
     save,
     short_header_png,
@@ -156,16 +157,16 @@ def test_damaged_headers_get_one_message_on_photos_and_frames(app, tmp_path):
     pixel wide and two million long is refused from its header."""
     import base64
 
-    damaged = {"bad.dds": unknown_dds, "maxval.jpg": pgm_past_16_bits, "short.png": short_header_png,
-               "line.png": line_of_pixels_png}
-    for name, make in damaged.items():
+    damaged = {"bad.dds": (unknown_dds, "truncated or corrupt"), "maxval.jpg": (pgm_past_16_bits, "corrupt"),
+               "short.png": (short_header_png, "corrupt"), "line.png": (line_of_pixels_png, "too long"),
+               "scans.jpg": (many_scans_jpeg, "156 scans")}  # a progressive JPEG's scan repeated
+    for name, (make, expected) in damaged.items():
         path = make(tmp_path / name)
         event, message = app.call_file(path)
-        expected = "too long" if name == "line.png" else "truncated or corrupt"
-        assert event == "error" and message.startswith("Cannot use this file: image ") and expected in message, name
+        assert event == "error" and message.startswith("Cannot use this file: ") and expected in message, name
         frame = {"path": None, "url": "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()}
         event, message = app.call(frame, timeout=30, api="live")
-        assert event == "error" and message.startswith("Cannot use this frame: image "), (name, message)
+        assert event == "error" and message.startswith("Cannot use this frame: ") and expected in message, name
     assert "Traceback" not in app.log_path.read_text()
     event, outputs = app.call_file(ASTRONAUT)
     assert event == "complete" and len(outputs[2]["faces"]) == 1

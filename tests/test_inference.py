@@ -221,3 +221,12 @@ def test_large_and_thin_photos_are_worked_on_within_the_pixel_budget(tmp_path):
     rgb.convert("RGB").save(tmp_path / "wide.png")
     wide = read_photo(tmp_path / "wide.png", max_pixels=400_000)
     assert wide.rgb.shape[0] * wide.rgb.shape[1] <= 400_000 and (wide.width, wide.height) == (3072, 600)
+    np.testing.assert_allclose(wide.scale, wide.scale[0], rtol=0.02)  # reduced alike both ways
+    square = read_photo(np.zeros((3000, 3000, 3), np.uint8), max_pixels=1_000_000)
+    assert square.rgb.shape[:2] == (1000, 1000)
+    for size in ((3000, 3000), (5000, 1200), (1, 900_000), (900_000, 2)):
+        Image.new("L", size, 90).save(tmp_path / "reduced.png")
+        photo = read_photo(tmp_path / "reduced.png", max_pixels=300_000)
+        assert 100_000 < photo.rgb.shape[0] * photo.rgb.shape[1] <= 300_000, size
+        if min(size) > 10:  # not a strip: the same shrink both ways
+            np.testing.assert_allclose(photo.scale, photo.scale[0], rtol=0.02)
