@@ -37,6 +37,7 @@ from jaxkp import load_pipeline
 from jaxkp.align import aligned_faces, zip_aligned
 from jaxkp.draw import annotate, face_crops
 from jaxkp.examples import example_paths
+from jaxkp.geometry import shrink_by
 from jaxkp.inference import MAX_FACES, ImageError, Photo, read_photo
 from jaxkp.limits import BodyLimit, EndpointLines, limit_stream_idle
 from jaxkp.pose import describe_pose
@@ -148,13 +149,8 @@ def uploaded_path(payload: str | dict | None) -> str | None:
 
 def display_copy(rgb: np.ndarray) -> np.ndarray:
     """`rgb` shrunk to at most DISPLAY_MAX_SIDE on its longer side."""
-    height, width = rgb.shape[:2]
-    scale = DISPLAY_MAX_SIDE / max(height, width)
-    if scale >= 1:
-        return rgb
     # At least one pixel on the short side: a 1x5000 photo shrinks to 1x2048, not to nothing.
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return shrink_by(rgb, min(1.0, DISPLAY_MAX_SIDE / max(rgb.shape[:2])))
 
 
 LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -51,7 +51,7 @@ from jaxkp.weights import load_model, resolve_weights  # noqa: E402
 from train import composites as composite_photos  # noqa: E402
 from train import data  # noqa: E402
 from train.evaluate import validation_part  # noqa: E402
-from train.find_faces import LabelledPhoto, group_photos, match  # noqa: E402
+from train.find_faces import LabelledPhoto, Tally, group_photos  # noqa: E402
 
 WINDOW = 24  # the cascades' own window
 SMALLEST_FACE_SHARE = 1 / 20  # the shipped rule: windows of at least a twentieth of the short side
@@ -151,25 +151,24 @@ def main(argv: list[str] | None = None) -> int:
     for title, photos in sets.items():
         photos = photos[:args.limit]
         names = list(pipelines)
-        tallies = {name: {"cpu": [], "proposals": 0, "proposed": 0, "kept": 0, "boxes": 0} for name in names}
-        labelled = sum(len(photo.keypoints) for photo in photos)
+        # Per detector: its CPU seconds a photo, and the tallies of its proposals and of the faces kept.
+        cpu: dict[str, list[float]] = {name: [] for name in names}
+        proposed, kept = {name: Tally() for name in names}, {name: Tally() for name in names}
         for index, photo in enumerate(photos):
             for name in names[index % len(names):] + names[:index % len(names)]:
-                pipeline, tally = pipelines[name], tallies[name]
+                pipeline = pipelines[name]
                 start = time.process_time()
                 proposals = pipeline.detector(photo.image, MAX_PROPOSALS)
-                tally["cpu"].append(time.process_time() - start)
-                tally["proposals"] += len(proposals)
-                tally["proposed"] += match(proposals.boxes, photo.keypoints)
-                kept = pipeline.find_faces(photo.image).faces.boxes
-                tally["kept"] += match(kept, photo.keypoints)
-                tally["boxes"] += len(kept)
-        print(f"{title}: {len(photos)} photos, {labelled} labelled faces")
-        for name, tally in tallies.items():
-            print(f"  {name:<8} detector CPU ms median {1000 * np.median(tally['cpu']):6.1f} "
-                  f"mean {1000 * np.mean(tally['cpu']):6.1f} | proposals/photo {tally['proposals'] / len(photos):5.2f}"
-                  f" | recall: proposals {tally['proposed'] / labelled:.3f}, kept {tally['kept'] / labelled:.3f}"
-                  f" | unmatched kept/photo {(tally['boxes'] - tally['kept']) / len(photos):.3f}", flush=True)
+                cpu[name].append(time.process_time() - start)
+                proposed[name].add(proposals.boxes, photo.keypoints)
+                kept[name].add(pipeline.find_faces(photo.image).faces.boxes, photo.keypoints)
+        print(f"{title}: {len(photos)} photos, {sum(len(photo.keypoints) for photo in photos)} labelled faces")
+        for name in names:
+            found, held = proposed[name].summary(), kept[name].summary()
+            print(f"  {name:<8} detector CPU ms median {1000 * np.median(cpu[name]):6.1f} "
+                  f"mean {1000 * np.mean(cpu[name]):6.1f} | proposals/photo {proposed[name].boxes / len(photos):5.2f}"
+                  f" | recall: proposals {found['recall']:.3f}, kept {held['recall']:.3f}"
+                  f" | unmatched kept/photo {held['unmatched_per_photo']:.3f}", flush=True)
     return 0
 
 

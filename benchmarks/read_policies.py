@@ -33,12 +33,11 @@ import numpy as np  # noqa: E402
 import jaxkp.inference as inference  # noqa: E402
 from jaxkp import metrics  # noqa: E402
 from jaxkp.checkpoint import read_config  # noqa: E402
-from jaxkp.detect import holds  # noqa: E402
 from jaxkp.geometry import upright_framings  # noqa: E402
 from jaxkp.inference import MAX_FACES, MAX_PROPOSALS, FaceKeypointPipeline, FoundFaces  # noqa: E402
 from jaxkp.weights import load_model, resolve_weights  # noqa: E402
 from train import data  # noqa: E402
-from train.evaluate import validation_part  # noqa: E402
+from train.evaluate import predict_end_to_end, validation_part  # noqa: E402
 
 
 class Policy(FaceKeypointPipeline):
@@ -138,17 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             for knob, value in POLICIES[name].items():
                 setattr(pipeline, knob, value)
             pipeline.rng = np.random.default_rng(0)
-            start, predicted, truth = patches(), [], []
-            for image, points in zip(dataset.images, dataset.keypoints):
-                found = pipeline.find_faces(image)
-                candidates = [i for i, box in enumerate(found.faces.boxes) if holds(box, points)]
-                if candidates:
-                    centres = found.faces.boxes[candidates, :2] + found.faces.boxes[candidates, 2:] / 2
-                    best = candidates[int(np.argmin(np.linalg.norm(centres - points.mean(axis=0), axis=1)))]
-                    predicted.append(found.reading.keypoints[best])
-                    truth.append(points)
-            summary = metrics.summarize(np.array(predicted), np.array(truth))
-            print(f"  {name:<52} detected {len(truth) / len(dataset):.3f}  NME {summary['nme_mean']:.4f} "
+            start = patches()
+            predicted, detected, _ = predict_end_to_end(model, dataset, pipeline=pipeline)
+            summary = metrics.summarize(predicted[detected], dataset.keypoints[detected])
+            print(f"  {name:<52} detected {detected.mean():.3f}  NME {summary['nme_mean']:.4f} "
                   f"(median {summary['nme_median']:.4f}, > 0.08: {summary['failure_rate_0.08']:.3f})  "
                   f"patches/photo {(patches() - start) / len(dataset):.2f}", flush=True)
     return 0

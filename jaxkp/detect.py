@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from jaxkp.geometry import DETECTOR_BOX_MEDIAN, apply_affine, detector_box
+from jaxkp.geometry import DETECTOR_BOX_MEDIAN, apply_affine, detector_box, shrink_by
 
 # Detection runs on a copy of at most this many pixels (its cost grows with the
 # area); boxes map back. An area budget rather than a longest side keeps faces in
@@ -284,14 +284,7 @@ class FaceDetector:
     def propose_from(self, index: int, small: np.ndarray) -> Faces:
         """Source `index`'s boxes on `small`, in the frontal framing, in `small`'s pixels."""
         source = self.sources[index]
-        resolution = min(source.resolution, turned_canvas_resolution(small.shape, source.angle))
-        if resolution == 1.0:
-            shrunk = small
-        elif min(small.shape) * resolution >= 1:
-            shrunk = cv2.resize(small, None, fx=resolution, fy=resolution, interpolation=cv2.INTER_AREA)
-        else:  # a strip a few pixels thin: keep one pixel
-            shrunk = cv2.resize(small, (max(1, round(small.shape[1] * resolution)),
-                                        max(1, round(small.shape[0] * resolution))), interpolation=cv2.INTER_AREA)
+        shrunk = shrink_by(small, min(source.resolution, turned_canvas_resolution(small.shape, source.angle)))
         boxes, windows, back = self.cascade_boxes(index, shrunk)
         boxes = to_frontal_framing(boxes, source.placement)
         if back is not None:  # the box's centre back in the photo; its size does not change

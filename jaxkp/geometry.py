@@ -73,6 +73,18 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix)
 
 
+def shrink_by(image: np.ndarray, scale: float) -> np.ndarray:
+    """`image` resized (INTER_AREA) to `scale` of its side, never below one pixel a side:
+    a strip a few pixels thin keeps its pixel while its length shrinks."""
+    if scale == 1.0:
+        return image
+    height, width = image.shape[:2]
+    if min(height, width) * scale >= 1:
+        return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
 def warp_to_input(image: np.ndarray, matrix: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """Warps a grayscale image to the 224x224 input (or a `size` square) through `matrix`.
 

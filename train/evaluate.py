@@ -80,16 +80,19 @@ def predict_dataset(model: KeypointModel, dataset: data.Dataset) -> tuple[np.nda
     return reading.keypoints, None if expected is None else expected * reading.unit_pixels[:, None]
 
 
-def predict_end_to_end(model: KeypointModel, dataset: data.Dataset, second_look: bool | None = None
+def predict_end_to_end(model: KeypointModel, dataset: data.Dataset, second_look: bool | None = None,
+                       pipeline: FaceKeypointPipeline | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """What the app does: proposals -> the model's crop -> network -> face score -> pixels.
 
     Returns (pixel keypoints, detected mask, expected point errors in pixels or None);
     where several faces are kept, the one that is the labelled face
-    (jaxkp.detect.holds) nearest its centre is scored.
+    (jaxkp.detect.holds) nearest its centre is scored. `pipeline`: another way of
+    reading `model` (default: the app's, with `second_look`).
     """
-    pipeline = FaceKeypointPipeline.create(model)
-    pipeline.second_look = second_look  # None: the weights' own setting
+    if pipeline is None:
+        pipeline = FaceKeypointPipeline.create(model)
+        pipeline.second_look = second_look  # None: the weights' own setting
     detected = np.zeros(len(dataset), bool)
     predicted = np.zeros_like(dataset.keypoints, dtype=np.float64)
     expected = np.zeros(dataset.keypoints.shape[:2]) if model.uncertainty is not None else None
