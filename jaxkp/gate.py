@@ -28,7 +28,7 @@ from flax import nnx
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
-from jaxkp.checkpoint import WeightsError, fill_module, model_arrays, write_atomic
+from jaxkp.checkpoint import WeightsError, built_from_arrays, model_arrays, write_atomic
 from jaxkp.geometry import Region, box_framing_matrix, warp_to_input
 from jaxkp.model import INPUT_SIZE, ConvBlock
 
@@ -150,7 +150,6 @@ class ProposalGate:
             raise WeightsError(f"config.json names a face gate but there is no {path.name}") from None
         except (SafetensorError, OSError, ValueError) as error:
             raise WeightsError(f"{path.name} is corrupt or truncated ({error})") from None
-        net = GateNet(nnx.Rngs(0))
-        fill_module(net, arrays, path, "the face gate")
+        net = built_from_arrays(lambda: GateNet(nnx.Rngs(0)), arrays, path, "the face gate")
         info = {key: value for key, value in entry.items() if key not in ("file", "input_size", "crop", "threshold")}
         return cls(net, entry["crop"], entry["threshold"], info)

@@ -1,7 +1,9 @@
 import json
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from jaxkp import checkpoint
@@ -25,6 +27,28 @@ def test_round_trip_keeps_every_tensor(weights_dir):
         tolerance = 1e-3 * np.abs(original[name]).max() if value.size >= checkpoint.HALF_PRECISION_MIN_SIZE else 0
         np.testing.assert_allclose(value, original[name], atol=tolerance, err_msg=name)
     assert (weights_dir / "model.safetensors").stat().st_size < 10_000_000
+
+
+def test_loading_builds_the_network_its_initialisers_would_and_fills_it(tmp_path):
+    """Loading builds the network as shapes only, so its initialisers never run: every
+    variable, dropout's random streams included, must still be what a network built
+    eagerly and then filled holds, and it must compute the same, in eval and train mode. (The
+    reference network has dropout, so random streams to rebuild; the heatmap network none.)"""
+    network = "reference"
+    eager = create_model(network)
+    generator = np.random.default_rng(7)
+    arrays = {name: generator.normal(0, 0.05, value.shape).astype(value.dtype)
+              for name, value in checkpoint.model_arrays(eager).items()}
+    loaded = checkpoint.built_from_arrays(lambda: create_model(network), arrays, tmp_path, network)
+    checkpoint.fill_module(eager, arrays, tmp_path, network)
+    expected, got = (checkpoint.tree_to_arrays(nnx.state(m)) for m in (eager, loaded))
+    assert expected.keys() == got.keys()
+    for name, value in expected.items():
+        assert got[name].dtype == value.dtype and np.array_equal(got[name], value), name
+    images = jax.random.uniform(jax.random.key(1), (2, 224, 224, 1), minval=-1, maxval=1)
+    for mode in ("eval", "train"):
+        getattr(eager, mode)(), getattr(loaded, mode)()
+        np.testing.assert_array_equal(np.asarray(loaded(images)), np.asarray(eager(images)), err_msg=mode)
 
 
 def rewrite_tensors(folder, change):
