@@ -115,13 +115,15 @@ class PhotoReader:
         from jaxkp.inference import ImageError, load_photo
 
         try:
-            rgb = load_photo(path)
-            result = self.pipeline(rgb)
+            # Only an annotated copy needs the colours (at full size, to draw on); the
+            # pipeline reads a photo in gray, a JPEG as its luma alone (read_photo).
+            rgb = None if self.settings.annotated is None else load_photo(path)
+            result = self.pipeline(path if rgb is None else rgb)
         except ImageError as error:
             return {"path": str(path), "error": str(error)}
         except Exception as error:  # one odd file must not end a run over a collection
             return {"path": str(path), "error": f"{type(error).__name__}: {error}"}
-        if self.settings.annotated is not None:
+        if rgb is not None:
             self.write_annotated(path, rgb, result)
         return {"path": str(path), **result}
 

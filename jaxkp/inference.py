@@ -112,14 +112,22 @@ class ImageError(ValueError):
 class Photo:
     """A decoded photo, possibly reduced, and the size of the original (EXIF orientation applied)."""
 
-    rgb: np.ndarray  # (h, w, 3) uint8, the working pixels
+    pixels: np.ndarray  # uint8, the working pixels: (h, w, 3) RGB, or (h, w) gray if read as gray
     width: int
     height: int
 
     @property
+    def rgb(self) -> np.ndarray:
+        return self.pixels if self.pixels.ndim == 3 else cv2.cvtColor(self.pixels, cv2.COLOR_GRAY2RGB)
+
+    @property
+    def gray(self) -> np.ndarray:
+        return self.pixels if self.pixels.ndim == 2 else cv2.cvtColor(self.pixels, cv2.COLOR_RGB2GRAY)
+
+    @property
     def scale(self) -> np.ndarray:
         """Original pixels per working pixel, (x, y)."""
-        return np.array([self.width / self.rgb.shape[1], self.height / self.rgb.shape[0]])
+        return np.array([self.width / self.pixels.shape[1], self.height / self.pixels.shape[0]])
 
 
 def load_photo(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndarray:
@@ -133,15 +141,22 @@ def load_photo(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndar
 
 
 def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
-               max_pixels: int | None = WORKING_MAX_PIXELS, refuse_over: int = MAX_PIXELS) -> Photo:
+               max_pixels: int | None = WORKING_MAX_PIXELS, refuse_over: int = MAX_PIXELS,
+               gray: bool = False) -> Photo:
     """As load_photo, but a photo over `max_pixels` is decoded reduced: a JPEG at
     1/2, 1/4 or 1/8 scale by its decoder, which never builds the full image, then
     any photo resized to fit. Memory and time follow the working size. A photo over
-    `refuse_over` pixels is refused from its header, before any decoding."""
+    `refuse_over` pixels is refused from its header, before any decoding.
+
+    `gray`: the photo is wanted in gray only (face finding and keypoints need no
+    colour), and a colour JPEG is decoded as its luma channel alone, which skips
+    the decoder's colour work: a 4000x3000 JPEG took 127 ms as RGB then gray, 36 ms
+    so (docs/speed-profile.md). Other formats are made RGB and then gray, as before."""
     if isinstance(source, np.ndarray):
         rgb = _array_to_rgb(source, max_pixels)
         height, width = source.shape[:2]
-        return Photo(_fit(rgb, max_pixels), width, height)
+        photo = Photo(_fit(rgb, max_pixels), width, height)
+        return Photo(photo.gray, width, height) if gray else photo
     image = source if isinstance(source, Image.Image) else _open_image(source)
     width, height = image.size
     if width == 0 or height == 0:
@@ -158,9 +173,12 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
     try:
         if image.getexif().get(0x0112, 1) in TRANSPOSING_ORIENTATIONS:
             width, height = height, width
-        if max_pixels is not None and width * height > max_pixels and image.format == "JPEG":
-            shrink = math.sqrt(max_pixels / (width * height))
-            image.draft(image.mode, (math.ceil(image.size[0] * shrink), math.ceil(image.size[1] * shrink)))
+        if image.format == "JPEG":
+            shrink = 1.0 if max_pixels is None else min(1.0, math.sqrt(max_pixels / (width * height)))
+            luma_only = gray and image.mode in ("RGB", "YCbCr")
+            if shrink < 1.0 or luma_only:
+                image.draft("L" if luma_only else image.mode,
+                            (math.ceil(image.size[0] * shrink), math.ceil(image.size[1] * shrink)))
         image.load()
         image = ImageOps.exif_transpose(image)
         if max_pixels is not None and image.size[0] * image.size[1] > max_pixels:
@@ -169,16 +187,19 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
             if image.mode in REDUCIBLE_MODES:
                 image = image.reduce(_reduction(image.size, max_pixels))
         if image.mode in WIDE_MODES:
-            rgb = _array_to_rgb(np.asarray(image), max_pixels)
+            pixels = _array_to_rgb(np.asarray(image), max_pixels)
+        elif gray and image.mode == "L":
+            pixels = np.asarray(image)
         else:
-            rgb = np.asarray(image.convert("RGB"))
+            pixels = np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"image is truncated or corrupt: {error}") from None
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many kinds on damaged files
         raise ImageError(f"image is truncated or corrupt ({type(error).__name__})") from None
-    return Photo(_fit(rgb, max_pixels), width, height)
+    photo = Photo(_fit(pixels, max_pixels), width, height)
+    return Photo(photo.gray, width, height) if gray else photo
 
 
 # Modes whose whole-photo copy (a PNG, WebP or TIFF has no reduced decoding) is box-reduced
@@ -587,8 +608,8 @@ class FaceKeypointPipeline:
     def __call__(self, photo: Any, max_faces: int = MAX_FACES, min_score: float | None = None) -> dict[str, Any]:
         """`photo`: anything read_photo takes, or a Photo it made (a large photo is
         worked on reduced); the result is in the original photo's pixels."""
-        photo = photo if isinstance(photo, Photo) else read_photo(photo)
-        gray = cv2.cvtColor(photo.rgb, cv2.COLOR_RGB2GRAY)
+        photo = photo if isinstance(photo, Photo) else read_photo(photo, gray=True)
+        gray = photo.gray
         found = self.find_faces(gray, max_faces, min_score)
         boxes, keypoints = found.faces.boxes * np.tile(photo.scale, 2), found.reading.keypoints * photo.scale
         scores = found.reading.scores if found.reading.scores is not None else [None] * len(boxes)

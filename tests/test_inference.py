@@ -69,6 +69,32 @@ def test_exif_orientation_is_honoured(pipeline, tmp_path):
     np.testing.assert_allclose(rotated["faces"][0]["box"], upright["faces"][0]["box"], atol=12)
 
 
+def test_a_jpeg_read_in_gray_is_its_luma_and_finds_the_same_faces(pipeline, tmp_path):
+    """The pipeline needs no colour, so a JPEG given by path is decoded as its luma channel
+    alone (faster: the decoder does no colour work). That is the gray an RGB decode gives,
+    up to the decoder's rounding and clipping, at the working size, and the faces and points
+    are those of the RGB photo."""
+    from jaxkp.inference import read_photo
+
+    path = tmp_path / "three.jpg"
+    Image.fromarray(compose_faces(3, (640, 480))).save(path, quality=92)
+    luma = read_photo(path, gray=True)
+    colour = read_photo(path)
+    assert luma.pixels.shape == (480, 640) and luma.pixels.dtype == np.uint8 and colour.pixels.shape == (480, 640, 3)
+    difference = np.abs(luma.gray.astype(int) - colour.gray)
+    assert difference.mean() < 0.1 and np.mean(difference > 1) < 0.002, (difference.mean(), difference.max())
+    from_path, from_rgb = pipeline(path), pipeline(colour.rgb)
+    assert len(from_path["faces"]) == len(from_rgb["faces"]) == 3
+    for a, b in zip(from_path["faces"], from_rgb["faces"]):
+        np.testing.assert_allclose(a["box"], b["box"], atol=2)
+        np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=1.0)
+    # Over the working budget, the luma is decoded reduced like the colours, the same shrink both ways.
+    Image.fromarray(compose_faces(2, (4000, 3000))).save(tmp_path / "large.jpg", quality=90)
+    large = read_photo(tmp_path / "large.jpg", max_pixels=3_000_000, gray=True)
+    assert large.pixels.ndim == 2 and large.pixels.size <= 3_000_000 and (large.width, large.height) == (4000, 3000)
+    np.testing.assert_allclose(large.scale, large.scale[0], rtol=0.01)
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
 def test_image_modes_are_accepted(pipeline, tmp_path, mode):
     if mode == "I;16":
