@@ -16,6 +16,11 @@ scan fewer windows:
   (docs/speed-profile.md, lever 5); photos whose copies need no such shrink (a short side up to 480 px, or
   873 px for the turned passes) are searched exactly as shipped.
 
+`--smallest-face F ...` adds the shipped layout looking for faces of at least F of the short side (the
+`smallest_face` setting; the shipped default is 0.05), and for each detector the recall of the labelled faces
+it looks for: those whose detector box (placed on the labels as the cascade places it) is at least F of the
+photo's short side, 0.05 for the shipped one.
+
 Per set, alternating the detectors photo by photo: the detector's CPU time (process time, all threads; median
 and mean), proposals per photo, recall of the labelled faces among the merged proposals and among the faces the
 whole pipeline keeps (train.find_faces.match), and boxes kept that are no labelled face. Sets: each folder's
@@ -46,6 +51,7 @@ from jaxkp.detect import (  # noqa: E402
     Faces,
     turned_canvas_resolution,
 )
+from jaxkp.geometry import DETECTOR_BOX_MEDIAN, detector_box  # noqa: E402
 from jaxkp.inference import MAX_PROPOSALS, FaceKeypointPipeline  # noqa: E402
 from jaxkp.weights import load_model, resolve_weights  # noqa: E402
 from train import composites as composite_photos  # noqa: E402
@@ -122,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-composites", type=int, default=0)
     parser.add_argument("--limit", type=int, help="the first N photos of each set")
     parser.add_argument("--layouts", nargs="*", default=["octaves", "per pass"], choices=["octaves", "per pass"])
+    parser.add_argument("--smallest-face", type=float, nargs="*", default=[],
+                        help="shares of the short side to compare with the shipped detector's")
     args = parser.parse_args(argv)
     cv2.setNumThreads(2)
     weights_dir = resolve_weights(None)
@@ -131,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     pipelines |= {layout: dataclasses.replace(shipped, detector=DensityDetector(layout == "octaves",
                                                                                layout == "per pass"))
                   for layout in args.layouts}
+    pipelines |= {f"smallest {share:g}": dataclasses.replace(shipped, detector=FaceDetector(smallest_face=share))
+                  for share in args.smallest_face}
     validation = [validation_part(data.load_dataset(folder, "training"), folder, train_config)
                   for folder in args.data_dir]
     sets: dict[str, list[LabelledPhoto]] = {folder.name: group_photos(dataset)
@@ -154,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         # Per detector: its CPU seconds a photo, and the tallies of its proposals and of the faces kept.
         cpu: dict[str, list[float]] = {name: [] for name in names}
         proposed, kept = {name: Tally() for name in names}, {name: Tally() for name in names}
+        looked_for = {name: Tally() for name in names}  # the faces at least its smallest face
         for index, photo in enumerate(photos):
             for name in names[index % len(names):] + names[:index % len(names)]:
                 pipeline = pipelines[name]
@@ -161,14 +172,20 @@ def main(argv: list[str] | None = None) -> int:
                 proposals = pipeline.detector(photo.image, MAX_PROPOSALS)
                 cpu[name].append(time.process_time() - start)
                 proposed[name].add(proposals.boxes, photo.keypoints)
-                kept[name].add(pipeline.find_faces(photo.image).faces.boxes, photo.keypoints)
+                boxes = pipeline.find_faces(photo.image).faces.boxes
+                kept[name].add(boxes, photo.keypoints)
+                sides = np.array([detector_box(points, DETECTOR_BOX_MEDIAN)[2] for points in photo.keypoints])
+                floor = pipeline.detector.smallest_face * min(photo.image.shape[:2])
+                looked_for[name].add(boxes, photo.keypoints[sides >= floor])
         print(f"{title}: {len(photos)} photos, {sum(len(photo.keypoints) for photo in photos)} labelled faces")
         for name in names:
             found, held = proposed[name].summary(), kept[name].summary()
             print(f"  {name:<8} detector CPU ms median {1000 * np.median(cpu[name]):6.1f} "
                   f"mean {1000 * np.mean(cpu[name]):6.1f} | proposals/photo {proposed[name].boxes / len(photos):5.2f}"
                   f" | recall: proposals {found['recall']:.3f}, kept {held['recall']:.3f}"
-                  f" | unmatched kept/photo {held['unmatched_per_photo']:.3f}", flush=True)
+                  f" | unmatched kept/photo {held['unmatched_per_photo']:.3f}"
+                  f" | recall of the faces looked for {looked_for[name].summary()['recall']:.3f}"
+                  f" ({looked_for[name].faces})", flush=True)
     return 0
 
 

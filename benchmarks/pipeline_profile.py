@@ -441,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-faces", type=int, default=5, help="synthetic photos hold 1 to this many faces")
     parser.add_argument("--weights", help="folder or Hub repo id (default: JAXKP_WEIGHTS, else the bundled)")
     parser.add_argument("--thorough", action="store_true", help="profile the thorough detector")
+    parser.add_argument("--smallest-face", type=float, help="load_pipeline's smallest_face (default: its own)")
     parser.add_argument("--json", type=Path, help="write every photo's stage times and counts here")
     args = parser.parse_args(argv)
     if not (args.images or args.composites or args.synthetic):
@@ -454,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         sets.append(composite_set(folders, args.composites, args.seed))
     sets += [synthetic_set(size, args.synthetic_count, args.max_faces) for size in args.synthetic]
 
-    pipeline = load_pipeline(args.weights, thorough=args.thorough)
+    pipeline = load_pipeline(args.weights, thorough=args.thorough, smallest_face=args.smallest_face)
     compile_batches(pipeline)
     python = Path(sys.executable)
     python = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python

@@ -30,7 +30,7 @@ def predict(args: argparse.Namespace) -> int:
         print(f"{before - len(paths)} image(s) already in {args.jsonl}, {len(paths)} to go", file=sys.stderr)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-    settings = Settings(args.weights, args.min_score, args.thorough, args.out)
+    settings = Settings(args.weights, args.min_score, args.thorough, args.out, args.smallest_face)
     try:
         if args.jsonl:
             with args.jsonl.open("a", encoding="utf-8") as file:
@@ -64,7 +64,7 @@ def align(args: argparse.Namespace) -> int:
     from jaxkp.inference import ImageError, load_photo
 
     try:
-        pipeline = load_pipeline(args.weights, args.min_score, thorough=args.thorough)
+        pipeline = load_pipeline(args.weights, args.min_score, thorough=args.thorough, smallest_face=args.smallest_face)
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -111,7 +111,7 @@ def video(args: argparse.Namespace) -> int:
         print(f"error: no such file: {args.input}", file=sys.stderr)
         return 1
     try:
-        pipeline = load_pipeline(args.weights, args.min_score, thorough=args.thorough)
+        pipeline = load_pipeline(args.weights, args.min_score, thorough=args.thorough, smallest_face=args.smallest_face)
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -149,6 +149,18 @@ def positive(text: str) -> int:
     return value
 
 
+def share_setting(text: str) -> float:
+    from jaxkp.detect import MAX_SMALLEST_FACE
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= MAX_SMALLEST_FACE:
+        raise argparse.ArgumentTypeError(f"a share of the shorter side, over 0 and at most {MAX_SMALLEST_FACE}: {text}")
+    return value
+
+
 def score_setting(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -168,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     pipeline_options.add_argument("--thorough", action="store_true",
                                   help="run every face proposal source (more faces that lean or turn away, about twice "
                                        "the detector's time)")
+    pipeline_options.add_argument("--smallest-face", type=share_setting, metavar="F",
+                                  help="look for faces of at least F of the image's shorter side (default 0.05; 0.1 "
+                                       "suits portraits and small groups: face finding a quarter to two fifths "
+                                       "cheaper)")
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("predict", parents=[pipeline_options],
                                   help="faces and 68 keypoints for images or folders of images")

@@ -100,6 +100,7 @@ class Settings:
     min_score: float | None = None
     thorough: bool = False
     annotated: Path | None = None
+    smallest_face: float | None = None
 
 
 class PhotoReader:
@@ -109,7 +110,8 @@ class PhotoReader:
         from jaxkp import load_pipeline
 
         self.settings = settings
-        self.pipeline = load_pipeline(settings.weights, settings.min_score, thorough=settings.thorough)
+        self.pipeline = load_pipeline(settings.weights, settings.min_score, thorough=settings.thorough,
+                                      smallest_face=settings.smallest_face)
 
     def __call__(self, path: Path) -> dict[str, Any]:
         from jaxkp.inference import ImageError, load_photo

@@ -218,15 +218,29 @@ def merge(faces: Faces, min_overlap: float = MERGE_OVERLAP) -> Faces:
     return faces.take(kept)
 
 
+# Faces narrower than this share of the photo's shorter side are not looked for (nor
+# under the cascade's 24-px window on the image a pass runs on). A cascade's cost grows
+# with the photo's area over the smallest face's, so portraits or a group of a few people
+# read at a tenth cost a quarter to two fifths less; crowds need the twentieth
+# (docs/face-finding.md, "The smallest face").
+SMALLEST_FACE = 1 / 20
+MAX_SMALLEST_FACE = 0.5
+
+
 class FaceDetector:
     """Haar cascades on a downscaled copy of large photos, one box per face."""
 
-    def __init__(self, sources: tuple[str, ...] = DEFAULT_SOURCES, min_neighbors: int | None = None):
+    def __init__(self, sources: tuple[str, ...] = DEFAULT_SOURCES, min_neighbors: int | None = None,
+                 smallest_face: float = SMALLEST_FACE):
         unknown = [name for name in sources if name not in SOURCES]
         if unknown:
             raise ValueError(f"unknown proposal source(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
+        if not 0 < smallest_face <= MAX_SMALLEST_FACE:
+            raise ValueError(f"smallest_face is a share of the photo's shorter side, over 0 and at most "
+                             f"{MAX_SMALLEST_FACE}; got {smallest_face}")
         self.sources = [SOURCES[name] for name in sources]
         self.min_neighbors = min_neighbors
+        self.smallest_face = smallest_face
         # A CascadeClassifier keeps per-image scale data, so two requests at once (the
         # app runs two) must not share one: each call borrows a set of classifiers from
         # this free list and returns it, so there are as many sets as concurrent calls.
@@ -264,7 +278,8 @@ class FaceDetector:
         if source.angle:
             image, turn = turn_photo(image, source.angle)
             back = cv2.invertAffineTransform(turn)
-        min_side = max(24, min(small.shape) // 20)
+        # The image is the photo at the pass's scale, so a share of its side is that share of the photo's.
+        min_side = max(24, math.floor(min(small.shape) * self.smallest_face + 1e-9))
         min_neighbors = source.min_neighbors if self.min_neighbors is None else self.min_neighbors
         with self._borrowed() as cascades:
             found, counts = cascades[source.cascade].detectMultiScale2(

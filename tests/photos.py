@@ -37,6 +37,31 @@ def sixteen_bit_astronaut(path: Path) -> Path:
     return path
 
 
+# A large head (its box about 0.3 of the short side) and a small one (about 0.07) on a
+# 900x600 photo, and their centres.
+HEAD_CENTRES = {"large": (230.0, 300.0), "small": (692.75, 301.75)}
+
+
+def large_and_small_heads() -> np.ndarray:
+    head = load_photo(ASTRONAUT)[20:250, 130:320]  # about twice the cascade's box
+    photo = np.full((600, 900, 3), 235, np.uint8)
+    large = cv2.resize(head, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_AREA)
+    small = cv2.resize(head, None, fx=0.45, fy=0.45, interpolation=cv2.INTER_AREA)
+    photo[70:70 + large.shape[0], 40:40 + large.shape[1]] = large
+    photo[250:250 + small.shape[0], 650:650 + small.shape[1]] = small
+    return photo
+
+
+def heads_found(boxes: np.ndarray) -> dict[str, np.ndarray]:
+    """The box nearest each head of large_and_small_heads, for the heads some box centres on."""
+    found = {}
+    for name, centre in HEAD_CENTRES.items():
+        distances = [np.hypot(*(box[:2] + box[2:] / 2 - centre)) for box in boxes]
+        if distances and min(distances) < boxes[int(np.argmin(distances))][2] / 3:
+            found[name] = np.asarray(boxes[int(np.argmin(distances))])
+    return found
+
+
 def truncated_jpeg(path: Path) -> Path:
     buffer = io.BytesIO()
     Image.fromarray(load_photo(ASTRONAUT)).save(buffer, format="JPEG")

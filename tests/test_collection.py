@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from jaxkp.collection import expand, parse_shard, recorded_paths, take_shard
-from photos import ASTRONAUT, five_faces
+from photos import ASTRONAUT, five_faces, large_and_small_heads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,3 +106,21 @@ def test_resume_needs_jsonl(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["predict", str(ASTRONAUT), "--resume"])
     assert stopped.value.code == 2 and "--resume goes with --jsonl" in capsys.readouterr().err
+
+
+def test_the_smallest_face_setting_reaches_the_command(tmp_path, capsys):
+    """`--smallest-face` leaves out the faces under that share of the short side (here the
+    small head of two), and anything that is no share of a side is refused by argparse."""
+    from jaxkp.__main__ import main
+
+    path = tmp_path / "heads.png"
+    Image.fromarray(large_and_small_heads()).save(path)
+    counts = {}
+    for setting in ([], ["--smallest-face", "0.15"]):
+        assert main(["predict", str(path), "--json", str(tmp_path / "out.json"), *setting]) == 0
+        counts[tuple(setting)] = len(json.loads((tmp_path / "out.json").read_text())[0]["faces"])
+    assert counts == {(): 2, ("--smallest-face", "0.15"): 1}
+    for bad in ("0", "0.7", "nan", "tiny"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["predict", str(path), "--smallest-face", bad])
+        assert stopped.value.code == 2 and "--smallest-face" in capsys.readouterr().err

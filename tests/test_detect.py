@@ -12,7 +12,7 @@ import pytest
 from jaxkp import geometry, load_pipeline
 from jaxkp.detect import THOROUGH_SOURCES, FaceDetector, Faces, holds, merge, overlap, turn_photo
 from jaxkp.inference import load_photo
-from photos import ASTRONAUT
+from photos import ASTRONAUT, heads_found, large_and_small_heads
 from train import data
 from train.composites import load_backgrounds, make_composites, write_composites
 from train.config import Config
@@ -188,6 +188,21 @@ def test_a_long_strip_is_turned_onto_a_canvas_of_the_detection_budget():
         assert turned.size <= 1.01 * DETECTION_MAX_PIXELS
     strip = np.random.default_rng(0).integers(0, 256, (12, 300000), dtype=np.uint8)
     assert len(FaceDetector()(strip)) == 0  # every source runs; nothing to find, no error
+
+
+def test_the_smallest_face_setting_leaves_out_only_faces_under_it():
+    """A large and a small head on one photo: by default both are proposed; looking for
+    faces of at least 0.15 of the short side keeps the large one (the same box) and leaves
+    the small one out. Settings that are no share of a side are refused."""
+    gray = cv2.cvtColor(large_and_small_heads(), cv2.COLOR_RGB2GRAY)
+    everything = heads_found(FaceDetector()(gray).boxes)
+    large_only = heads_found(FaceDetector(smallest_face=0.15)(gray).boxes)
+    assert set(everything) == {"large", "small"} and set(large_only) == {"large"}
+    assert large_only["large"][2] >= 0.15 * gray.shape[0]
+    np.testing.assert_allclose(large_only["large"], everything["large"], atol=2)
+    for setting in (0.0, -0.1, 0.6, float("nan")):
+        with pytest.raises(ValueError, match="share of the photo's shorter side"):
+            FaceDetector(smallest_face=setting)
 
 
 def test_boxes_of_one_face_merge_into_one():
