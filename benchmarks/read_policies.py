@@ -33,8 +33,15 @@ import numpy as np  # noqa: E402
 import jaxkp.inference as inference  # noqa: E402
 from jaxkp import metrics  # noqa: E402
 from jaxkp.checkpoint import read_config  # noqa: E402
-from jaxkp.geometry import upright_framings  # noqa: E402
+from jaxkp.geometry import (  # noqa: E402
+    MIRROR,
+    box_framing_matrix,
+    keypoints_to_image,
+    upright_framings,
+    warp_to_input,
+)
 from jaxkp.inference import MAX_FACES, MAX_PROPOSALS, FaceKeypointPipeline, FoundFaces  # noqa: E402
+from jaxkp.model import INPUT_SIZE  # noqa: E402
 from jaxkp.weights import load_model, resolve_weights  # noqa: E402
 from train import data  # noqa: E402
 from train.evaluate import predict_end_to_end, validation_part  # noqa: E402
@@ -47,7 +54,24 @@ class Policy(FaceKeypointPipeline):
     flip_second: bool = False
     first_weight: float = 0.0  # the first read's share in the faces read twice
     levelled_first: float | None = None  # None: as shipped; else the noise (degrees) of the oracle turn
+    # None: as shipped; else the faces whose mean expected error over their box's width is over this
+    # get their final read flip-averaged (one more patch: the mirror of that read's framing)
+    flip_uncertain: float | None = None
     rng = np.random.default_rng(0)
+
+    def judge(self, gray, proposals, reading, min_score=None, max_faces=MAX_FACES):  # noqa: ANN001, ANN201
+        faces, kept = super().judge(gray, proposals, reading, min_score, max_faces)
+        if self.flip_uncertain is None or not len(faces) or kept.uncertainty is None:
+            return faces, kept
+        relative = kept.uncertainty.mean(axis=1) / faces.boxes[:, 2]
+        chosen = np.flatnonzero(relative > self.flip_uncertain)
+        if len(chosen):
+            mirrored = mirror_read(self.model, gray, faces.boxes[chosen], faces.angles[chosen])
+            kept.keypoints = kept.keypoints.copy()
+            kept.keypoints[chosen] = (kept.keypoints[chosen] + mirrored) / 2
+        self.flipped = getattr(self, "flipped", 0) + len(chosen)
+        self.judged = getattr(self, "judged", 0) + len(faces)
+        return faces, kept
 
     def find_faces(self, gray: np.ndarray, max_faces: int = MAX_FACES, min_score: float | None = None) -> FoundFaces:
         if self.levelled_first is None:
@@ -75,6 +99,18 @@ class Policy(FaceKeypointPipeline):
             again.keypoints[twice] = (self.first_weight * reading.keypoints[twice]
                                       + (1 - self.first_weight) * again.keypoints[twice])
         return framed, again
+
+
+def mirror_read(model: inference.KeypointModel, gray: np.ndarray, boxes: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """The keypoints (N, 68, 2) in `gray`'s pixels that the network reads from the mirror image of each
+    framing, swapped back left for right (KeypointModel.flip_average's second half)."""
+    matrices = [box_framing_matrix(box, model.crop, angle) for box, angle in zip(boxes, angles)]
+    patches = np.stack([warp_to_input(gray, matrix) for matrix in matrices])
+    if model.counting:
+        model.mirror_patches = getattr(model, "mirror_patches", 0) + len(patches)
+    raw, _, _ = model._read(patches[:, :, ::-1].reshape(-1, INPUT_SIZE, INPUT_SIZE, 1))
+    normalised = raw[:, MIRROR] * np.array([-1.0, 1.0], np.float32) + model.markup_offset
+    return np.stack([keypoints_to_image(points, matrix) for points, matrix in zip(normalised, matrices)])
 
 
 class uncounted:  # noqa: N801 (used as a statement: `with uncounted(model)`)
@@ -114,6 +150,11 @@ POLICIES: dict[str, dict] = {
     "first and second read averaged, 0.4 : 0.6": {"first_weight": 0.4},
     "levelled first read (oracle turn)": {"levelled_first": 0.0},
     "levelled first read (oracle turn, noise 4 degrees)": {"levelled_first": 4.0},
+    "flip-averaged final read, every face": {"flip_uncertain": 0.0},
+    "flip-averaged final read, uncertainty over 0.018 of the box": {"flip_uncertain": 0.018},
+    "flip-averaged final read, uncertainty over 0.020 of the box": {"flip_uncertain": 0.020},
+    "flip-averaged final read, uncertainty over 0.022 of the box": {"flip_uncertain": 0.022},
+    "flip-averaged final read, uncertainty over 0.025 of the box": {"flip_uncertain": 0.025},
 }
 
 
@@ -137,12 +178,15 @@ def main(argv: list[str] | None = None) -> int:
             for knob, value in POLICIES[name].items():
                 setattr(pipeline, knob, value)
             pipeline.rng = np.random.default_rng(0)
-            start = patches()
+            start, mirrors = patches(), getattr(model, "mirror_patches", 0)
             predicted, detected, _ = predict_end_to_end(model, dataset, pipeline=pipeline)
             summary = metrics.summarize(predicted[detected], dataset.keypoints[detected])
+            read = patches() - start + getattr(model, "mirror_patches", 0) - mirrors
+            flipped = (f", faces flipped {pipeline.flipped / max(pipeline.judged, 1):.2f}"
+                       if pipeline.flip_uncertain is not None else "")
             print(f"  {name:<52} detected {detected.mean():.3f}  NME {summary['nme_mean']:.4f} "
                   f"(median {summary['nme_median']:.4f}, > 0.08: {summary['failure_rate_0.08']:.3f})  "
-                  f"patches/photo {(patches() - start) / len(dataset):.2f}", flush=True)
+                  f"patches/photo {read / len(dataset):.2f}{flipped}", flush=True)
     return 0
 
 

@@ -60,6 +60,10 @@ MAX_SIDE = 1_000_000
 # scan, reduced or not, and nothing else bounds their number (a 718 KB progressive JPEG
 # of 4,000 scans took 34 s of a core). A progressive JPEG has about 10.
 MAX_JPEG_SCANS = 100
+# What Pillow calls a file that its JPEG decoder reads: a camera's multi-picture file (an
+# APP2 "MPF" segment, then JPEG frames) opens as "MPO", and must meet the same scan limit
+# and be decoded reduced like any JPEG (a raw-HTTP review found it skipping both).
+JPEG_FORMATS = ("JPEG", "MPO")
 # Larger photos are decoded reduced (JPEG: at decode time) to at most this many
 # pixels; results are still given in the original photo's pixels. A 12 MP phone
 # photo stays whole, and a face the detector can find keeps enough pixels.
@@ -165,7 +169,7 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
         raise ImageError(f"image too large: {width}x{height} pixels (limit {refuse_over / 1e6:g} megapixels)")
     if max(width, height) > MAX_SIDE:
         raise ImageError(f"image too long: {width}x{height} pixels (a side may be at most {MAX_SIDE:,} pixels)")
-    if image.format == "JPEG" and not isinstance(source, Image.Image):
+    if image.format in JPEG_FORMATS and not isinstance(source, Image.Image):
         scans = _jpeg_scans(source)
         if scans > MAX_JPEG_SCANS:
             raise ImageError(f"this JPEG has {scans} scans (at most {MAX_JPEG_SCANS} are read; a progressive JPEG "
@@ -173,7 +177,7 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
     try:
         if image.getexif().get(0x0112, 1) in TRANSPOSING_ORIENTATIONS:
             width, height = height, width
-        if image.format == "JPEG":
+        if image.format in JPEG_FORMATS:
             shrink = 1.0 if max_pixels is None else min(1.0, math.sqrt(max_pixels / (width * height)))
             luma_only = gray and image.mode in ("RGB", "YCbCr")
             if shrink < 1.0 or luma_only:
@@ -243,8 +247,9 @@ def _open_image(source: str | Path | bytes) -> Image.Image:
         raise ImageError(f"file not found: {source}") from None
     except UnidentifiedImageError:
         raise ImageError(_describe_unreadable(source)) from None
-    except Image.DecompressionBombError as error:
-        raise ImageError(f"image too large: {error}") from None
+    except Image.DecompressionBombError:
+        # Pillow's own refusal, far past MAX_PIXELS; said in this module's words.
+        raise ImageError(f"image too large (limit {MAX_PIXELS / 1e6:g} megapixels)") from None
     except OSError as error:
         raise ImageError(f"cannot read image: {error}") from None
     except Exception as error:  # noqa: BLE001 - a damaged header raises ValueError, IndexError, ...

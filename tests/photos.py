@@ -132,6 +132,33 @@ def many_scans_jpeg(path: Path, repeats: int = 150) -> Path:
     return path
 
 
+def mpo_of(first: bytes, second: bytes) -> bytes:
+    """Two JPEGs as one MPO (a camera's multi-picture file): an APP2 "MPF" segment after the
+    first's start marker lists both frames; the second follows the first. Pillow opens it
+    as format "MPO", not "JPEG", and decodes the first frame with the JPEG decoder."""
+    entries_at = 8 + 2 + 3 * 12 + 4  # after the TIFF header, the IFD and the next-IFD offset
+    segment_length = 2 + 4 + entries_at + 2 * 16
+    first_size = len(first) + 2 + segment_length  # the APP2 marker and segment join the first frame
+    tiff_at = 2 + 2 + 2 + 4  # SOI, APP2 marker, its length, "MPF\0": where offsets count from
+    entries = (struct.pack("<IIIHH", 0x20030000, first_size, 0, 0, 0)
+               + struct.pack("<IIIHH", 0x00020002, len(second), first_size - tiff_at, 0, 0))
+    ifd = (struct.pack("<H", 3) + struct.pack("<HHI4s", 0xB000, 7, 4, b"0100")
+           + struct.pack("<HHII", 0xB001, 4, 1, 2) + struct.pack("<HHII", 0xB002, 7, 32, entries_at)
+           + struct.pack("<I", 0))
+    body = b"MPF\x00" + b"II*\x00" + struct.pack("<I", 8) + ifd + entries
+    assert len(body) + 2 == segment_length
+    return first[:2] + b"\xff\xe2" + struct.pack(">H", segment_length) + body + first[2:] + second
+
+
+def many_scans_mpo(path: Path) -> Path:
+    """many_scans_jpeg's file as the first frame of an MPO (it once skipped the scan limit,
+    which only looked at files Pillow calls JPEG)."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 90).save(buffer, format="JPEG")
+    path.write_bytes(mpo_of(many_scans_jpeg(path).read_bytes(), buffer.getvalue()))
+    return path
+
+
 def short_header_png(path: Path) -> Path:
     """A PNG whose IHDR chunk is 4 bytes long (ValueError)."""
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", b"\0\0\0\x10"))
@@ -157,4 +184,5 @@ BAD_FILES = {
     "maxval.jpg": (pgm_past_16_bits, "corrupt"),
     "short_header.png": (short_header_png, "corrupt"),
     "scans.jpg": (many_scans_jpeg, "scans"),
+    "scans_mpo.jpg": (many_scans_mpo, "scans"),
 }

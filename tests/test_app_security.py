@@ -21,6 +21,7 @@ from photos import (
     exif_rotated_astronaut,
     line_of_pixels_png,
     many_scans_jpeg,
+    many_scans_mpo,
     pgm_past_16_bits,
     save,
     short_header_png,
@@ -159,7 +160,8 @@ def test_damaged_headers_get_one_message_on_photos_and_frames(app, tmp_path):
 
     damaged = {"bad.dds": (unknown_dds, "truncated or corrupt"), "maxval.jpg": (pgm_past_16_bits, "corrupt"),
                "short.png": (short_header_png, "corrupt"), "line.png": (line_of_pixels_png, "too long"),
-               "scans.jpg": (many_scans_jpeg, "156 scans")}  # a progressive JPEG's scan repeated
+               "scans.jpg": (many_scans_jpeg, "156 scans"),  # a progressive JPEG's scan repeated
+               "scans_mpo.jpg": (many_scans_mpo, "157 scans")}  # the same as an MPO's first frame
     for name, (make, expected) in damaged.items():
         path = make(tmp_path / name)
         event, message = app.call_file(path)
