@@ -49,7 +49,10 @@ logging.basicConfig(level=logging.INFO, format="%(message)s")
 log = logging.getLogger("jaxkp.app")
 
 PIPELINE = load_pipeline()
-PIPELINE(np.zeros((64, 64, 3), np.uint8))  # compile the one-face path before the first visitor
+# Every batch shape compiled before the first visitor (about 4 s at start), who would
+# otherwise wait about half a second for each new shape. (A blank photo, this used to
+# be, proposes no face, so it compiled nothing.)
+PIPELINE.compile()
 
 # What one request may cost (docs/security.md): the upload's size (a photo 25 MB, a
 # video 300 MB: a minute of phone 4K); the photo is worked on reduced to at most

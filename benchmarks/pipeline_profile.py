@@ -69,9 +69,7 @@ from PIL import Image  # noqa: E402
 import jaxkp.inference  # noqa: E402
 from jaxkp import load_pipeline  # noqa: E402
 from jaxkp.examples import compose_faces  # noqa: E402
-from jaxkp.gate import GATE_BATCHES, GATE_SIZE  # noqa: E402
-from jaxkp.inference import BATCH_SIZES, FaceKeypointPipeline, read_photo  # noqa: E402
-from jaxkp.model import INPUT_SIZE  # noqa: E402
+from jaxkp.inference import FaceKeypointPipeline, read_photo  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 JPEG_QUALITY = 92
@@ -403,16 +401,6 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size {text!r} is not WIDTHxHEIGHT") from None
 
 
-def compile_batches(pipeline: FaceKeypointPipeline) -> None:
-    """Every fixed batch shape compiled, so no photo pays for a compile."""
-    for size in BATCH_SIZES:
-        pipeline.model.predict(np.zeros((size, INPUT_SIZE, INPUT_SIZE), np.uint8))
-    gate = getattr(pipeline.model, "gate", None)  # jaxkp.gate, where the weights have one
-    if gate is not None:
-        for size in GATE_BATCHES:
-            gate.probabilities(np.zeros((size, GATE_SIZE, GATE_SIZE), np.uint8))
-
-
 def machine_line() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -456,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     sets += [synthetic_set(size, args.synthetic_count, args.max_faces) for size in args.synthetic]
 
     pipeline = load_pipeline(args.weights, thorough=args.thorough, smallest_face=args.smallest_face)
-    compile_batches(pipeline)
+    pipeline.compile()  # no photo pays for a compile
     python = Path(sys.executable)
     python = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python
     print(f"# pipeline profile\n\n`{' '.join([str(python), *sys.argv])}`\n\n{machine_line()}; "

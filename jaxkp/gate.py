@@ -111,6 +111,11 @@ class ProposalGate:
         self.info = info or {}
         self._logits = jax.jit(functools.partial(_logits, self.graph))
 
+    def compile(self) -> None:
+        """Every batch shape compiled now (FaceKeypointPipeline.compile)."""
+        for size in GATE_BATCHES:
+            self.probabilities(np.zeros((size, GATE_SIZE, GATE_SIZE), np.uint8))
+
     def probabilities(self, patches: np.ndarray) -> np.ndarray:
         """(N, 48, 48) uint8 patches -> (N,) probability of a face."""
         logits = []

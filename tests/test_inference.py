@@ -11,6 +11,7 @@ from PIL import Image
 from jaxkp import geometry, load_pipeline
 from jaxkp.detect import Faces, nearest_face_boxes
 from jaxkp.examples import compose_faces
+from jaxkp.gate import GATE_BATCHES
 from jaxkp.geometry import MIRROR, TRAINING_IMAGE_CROP
 from jaxkp.inference import BATCH_SIZES, ImageError, batch_plan, load_photo
 from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
@@ -59,6 +60,18 @@ def test_faces_are_ordered_largest_first(pipeline, tmp_path):
 def test_no_face_gives_empty_list(pipeline):
     result = pipeline(CAMERA)
     assert result == {"image": {"width": 512, "height": 512}, "faces": []}
+
+
+def test_a_compiled_pipeline_compiles_nothing_more_for_photos():
+    """compile() (what the app runs at start) compiles every batch shape of the network
+    and of the gate, so photos of one face and of many then compile nothing."""
+    pipeline = load_pipeline()
+    pipeline.compile()
+    shapes = pipeline.model._forward._cache_size(), pipeline.model.gate._logits._cache_size()
+    assert shapes == (len(BATCH_SIZES), len(GATE_BATCHES))
+    for count in (1, 3, 7):
+        assert len(pipeline(compose_faces(count, (960, 720)))["faces"]) == count
+    assert (pipeline.model._forward._cache_size(), pipeline.model.gate._logits._cache_size()) == shapes
 
 
 def test_exif_orientation_is_honoured(pipeline, tmp_path):
