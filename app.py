@@ -50,8 +50,8 @@ log = logging.getLogger("jaxkp.app")
 
 PIPELINE = load_pipeline()
 # Every batch shape compiled before the first visitor (about 4 s at start), who would
-# otherwise wait about half a second for each new shape. (A blank photo, this used to
-# be, proposes no face, so it compiled nothing.)
+# otherwise wait about half a second for each new shape. (This used to read a blank
+# photo, which proposes no face and so compiled nothing.)
 PIPELINE.compile()
 
 # What one request may cost (docs/security.md): the upload's size (a photo 25 MB, a
