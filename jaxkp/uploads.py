@@ -77,10 +77,11 @@ def read_upload(path: str | os.PathLike, upload_root: str | os.PathLike, max_byt
 
 
 class FolderCap:
-    """Keeps a folder (the app's upload and cache folder) under `max_bytes` and
-    `max_files`, whatever clients upload without ever calling an endpoint: past either
-    cap the oldest files go first, except those a request is using (`in_use`) and those
-    kept from the start (`keep_present`: the app's own example files). The file cap
+    """Keeps what is added to a folder (the app's upload and cache folder) under
+    `max_bytes` and `max_files`, whatever clients upload without ever calling an
+    endpoint: past either cap the oldest files go first, except those a request is
+    using (`in_use`); the files kept from the start (`keep_present`: the app's own
+    example files, and what an earlier run left) are neither counted nor pruned. The file cap
     bounds what empty files cost, which the byte cap does not see: 40,000 of them
     (40 requests) once made every prune walk them all, half a core while idle."""
 
@@ -133,14 +134,16 @@ class FolderCap:
         return found
 
     def prune(self) -> int:
-        """Deletes the oldest files nobody is using while the folder is over a cap;
-        returns the bytes freed."""
-        files = sorted(self._files())
+        """Deletes the oldest files nobody is using while the files added since the start
+        are over a cap; returns the bytes freed. The kept files neither go nor count: they
+        may be more than a cap (what an earlier run left in the folder), and counted, they
+        once made every new file go at once, the app's answers with them."""
+        with self._lock:
+            busy, kept = set(self._in_use), set(self._kept)
+        files = sorted(file for file in self._files() if file[2] not in kept)
         total, count = sum(size for _, size, _ in files), len(files)
         max_files = count if self.max_files is None else self.max_files
         freed = removed = 0
-        with self._lock:
-            busy = set(self._in_use) | self._kept
         recent = time.time() - self.BEING_WRITTEN_S
         for modified, size, path in files:
             if total <= self.max_bytes and count <= max_files:

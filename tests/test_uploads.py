@@ -30,7 +30,7 @@ def test_the_oldest_unused_files_go_first_until_the_folder_is_under_its_cap(tmp_
     older = write(tmp_path / "c" / "older.jpg", 30_000, age_s=100)
     newer = write(tmp_path / "d" / "newer.jpg", 30_000, age_s=50)
     arriving = write(tmp_path / "tmpupload", 30_000, age_s=0)  # an upload still being written
-    cap.max_bytes = disk_size(example, in_use, older, newer, arriving) - 1  # one file too many
+    cap.max_bytes = disk_size(in_use, older, newer, arriving) - 1  # one file too many (the example not counted)
     with cap.in_use(in_use):
         freed = cap.prune()
     assert not oldest.exists() and not older.exists()
@@ -53,3 +53,16 @@ def test_empty_files_are_capped_by_their_number(tmp_path):
     assert cap.prune() == 0  # no bytes freed...
     assert [path.exists() for path in files] == [False] * 15 + [True] * 25  # ...but the 15 oldest went
     assert FolderCap(tmp_path, max_bytes=10**9).prune() == 0 and sum(p.exists() for p in files) == 25
+
+
+def test_files_left_from_an_earlier_run_neither_count_nor_block_new_ones(tmp_path):
+    """A folder already over both caps when the app starts (an earlier run's 5,000 files
+    in Gradio's folder once made every new answer go at once: the client got 403s): what
+    was there is kept and not counted, and the new files are capped among themselves."""
+    earlier = [write(tmp_path / "old" / f"{index}.jpg", 4096, age_s=1000 + index) for index in range(30)]
+    cap = FolderCap(tmp_path, max_bytes=disk_size(*earlier) // 2, max_files=10)
+    cap.keep_present()
+    answers = [write(tmp_path / "outputs" / f"{index}.jpg", 4096, age_s=20 - index) for index in range(12)]
+    cap.prune()
+    assert all(path.exists() for path in earlier)
+    assert [path.exists() for path in answers] == [False] * 2 + [True] * 10  # the two oldest new files went
