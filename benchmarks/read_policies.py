@@ -33,15 +33,8 @@ import numpy as np  # noqa: E402
 import jaxkp.inference as inference  # noqa: E402
 from jaxkp import metrics  # noqa: E402
 from jaxkp.checkpoint import read_config  # noqa: E402
-from jaxkp.geometry import (  # noqa: E402
-    MIRROR,
-    box_framing_matrix,
-    keypoints_to_image,
-    upright_framings,
-    warp_to_input,
-)
+from jaxkp.geometry import upright_framings  # noqa: E402
 from jaxkp.inference import MAX_FACES, MAX_PROPOSALS, FaceKeypointPipeline, FoundFaces  # noqa: E402
-from jaxkp.model import INPUT_SIZE  # noqa: E402
 from jaxkp.weights import load_model, resolve_weights  # noqa: E402
 from train import data  # noqa: E402
 from train.evaluate import predict_end_to_end, validation_part  # noqa: E402
@@ -66,9 +59,17 @@ class Policy(FaceKeypointPipeline):
         relative = kept.uncertainty.mean(axis=1) / faces.boxes[:, 2]
         chosen = np.flatnonzero(relative > self.flip_uncertain)
         if len(chosen):
-            mirrored = mirror_read(self.model, gray, faces.boxes[chosen], faces.angles[chosen])
+            # The model's own flip averaging at each chosen face's final framing: that read again
+            # (the same points, so uncounted) and its mirror (counted: the one patch this adds).
+            self.model.flip_average = True
+            try:
+                with uncounted(self.model):
+                    averaged = self.model.read_faces(gray, faces.boxes[chosen], faces.angles[chosen]).keypoints
+            finally:
+                self.model.flip_average = False
+            self.model.mirror_patches = getattr(self.model, "mirror_patches", 0) + len(chosen)
             kept.keypoints = kept.keypoints.copy()
-            kept.keypoints[chosen] = (kept.keypoints[chosen] + mirrored) / 2
+            kept.keypoints[chosen] = averaged
         self.flipped = getattr(self, "flipped", 0) + len(chosen)
         self.judged = getattr(self, "judged", 0) + len(faces)
         return faces, kept
@@ -99,18 +100,6 @@ class Policy(FaceKeypointPipeline):
             again.keypoints[twice] = (self.first_weight * reading.keypoints[twice]
                                       + (1 - self.first_weight) * again.keypoints[twice])
         return framed, again
-
-
-def mirror_read(model: inference.KeypointModel, gray: np.ndarray, boxes: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """The keypoints (N, 68, 2) in `gray`'s pixels that the network reads from the mirror image of each
-    framing, swapped back left for right (KeypointModel.flip_average's second half)."""
-    matrices = [box_framing_matrix(box, model.crop, angle) for box, angle in zip(boxes, angles)]
-    patches = np.stack([warp_to_input(gray, matrix) for matrix in matrices])
-    if model.counting:
-        model.mirror_patches = getattr(model, "mirror_patches", 0) + len(patches)
-    raw, _, _ = model._read(patches[:, :, ::-1].reshape(-1, INPUT_SIZE, INPUT_SIZE, 1))
-    normalised = raw[:, MIRROR] * np.array([-1.0, 1.0], np.float32) + model.markup_offset
-    return np.stack([keypoints_to_image(points, matrix) for points, matrix in zip(normalised, matrices)])
 
 
 class uncounted:  # noqa: N801 (used as a statement: `with uncounted(model)`)

@@ -157,10 +157,8 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
     the decoder's colour work: a 4000x3000 JPEG took 186 ms as RGB, 49 ms so
     (docs/speed-profile.md, section 8). Other formats are made RGB and then gray."""
     if isinstance(source, np.ndarray):
-        rgb = _array_to_rgb(source, max_pixels)
         height, width = source.shape[:2]
-        photo = Photo(_fit(rgb, max_pixels), width, height)
-        return Photo(photo.gray, width, height) if gray else photo
+        return _working_photo(_array_to_rgb(source, max_pixels), width, height, max_pixels, gray)
     image = source if isinstance(source, Image.Image) else _open_image(source)
     width, height = image.size
     if width == 0 or height == 0:
@@ -202,6 +200,11 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
         raise
     except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many kinds on damaged files
         raise ImageError(f"image is truncated or corrupt ({type(error).__name__})") from None
+    return _working_photo(pixels, width, height, max_pixels, gray)
+
+
+def _working_photo(pixels: np.ndarray, width: int, height: int, max_pixels: int | None, gray: bool) -> Photo:
+    """The decoded `pixels` fitted to `max_pixels` (then made gray, on the smaller copy, if asked)."""
     photo = Photo(_fit(pixels, max_pixels), width, height)
     return Photo(photo.gray, width, height) if gray else photo
 
