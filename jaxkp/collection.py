@@ -5,7 +5,7 @@ written and flushed as each photo is done, so a run holds no results in memory a
 a crash loses at most the photo it was reading:
 
     {"path": "photos/a.jpg", "image": {"width": W, "height": H}, "faces": [...]}
-    {"path": "photos/b.jpg", "error": "not an image file (no known image format)"}
+    {"path": "photos/b.jpg", "error": "not an image file in a format read here (JPEG, PNG, ...)"}
 
 `faces` is as in jaxkp.inference (box, score, keypoints, pose). A photo that cannot
 be read gets an "error" record and a line on stderr, and the run goes on.

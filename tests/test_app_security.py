@@ -19,6 +19,7 @@ from jaxkp.uploads import NOT_UPLOADED
 from photos import (
     ASTRONAUT,
     exif_rotated_astronaut,
+    jpeg_in_blp,
     line_of_pixels_png,
     many_scans_jpeg,
     many_scans_mpo,
@@ -158,7 +159,8 @@ def test_damaged_headers_get_one_message_on_photos_and_frames(app, tmp_path):
     pixel wide and two million long is refused from its header."""
     import base64
 
-    damaged = {"bad.dds": (unknown_dds, "truncated or corrupt"), "maxval.jpg": (pgm_past_16_bits, "corrupt"),
+    damaged = {"bad.dds": (unknown_dds, "format read here"), "maxval.jpg": (pgm_past_16_bits, "corrupt"),
+               "wrapped.blp": (jpeg_in_blp, "format read here"),  # a JPEG of 156 scans in a BLP texture
                "short.png": (short_header_png, "corrupt"), "line.png": (line_of_pixels_png, "too long"),
                "scans.jpg": (many_scans_jpeg, "156 scans"),  # a progressive JPEG's scan repeated
                "scans_mpo.jpg": (many_scans_mpo, "157 scans")}  # the same as an MPO's first frame

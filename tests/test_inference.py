@@ -13,8 +13,8 @@ from jaxkp.detect import Faces, nearest_face_boxes
 from jaxkp.examples import compose_faces
 from jaxkp.gate import GATE_BATCHES
 from jaxkp.geometry import MIRROR, TRAINING_IMAGE_CROP
-from jaxkp.inference import BATCH_SIZES, ImageError, batch_plan, load_photo
-from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, sixteen_bit_astronaut
+from jaxkp.inference import BATCH_SIZES, PHOTO_FORMATS, ImageError, batch_plan, load_photo
+from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, save, sixteen_bit_astronaut
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,6 +140,20 @@ def test_bad_files_are_refused_with_a_reason(pipeline, tmp_path, name):
     make, message = BAD_FILES[name]
     with pytest.raises(ImageError, match=message):
         pipeline(make(tmp_path / name))
+
+
+@pytest.mark.parametrize("form", [("PNG", {}), ("WEBP", {"lossless": True}), ("GIF", {}), ("BMP", {}),
+                                  ("TIFF", {"compression": "tiff_lzw"}), ("PPM", {}), ("HEIF", {"quality": 95})])
+def test_every_allowed_photo_format_reads_the_same_pixels(tmp_path, form):
+    """The formats a photo may come in (PHOTO_FORMATS) decode to the photo (GIF's palette
+    and HEIC's lossy coding within a few levels); every other format is refused unread."""
+    name, options = form
+    original = load_photo(ASTRONAUT)
+    path = save(Image.fromarray(original), tmp_path / f"photo.{name.lower()}", format=name, **options)
+    decoded = load_photo(path)
+    assert decoded.shape == original.shape
+    assert np.abs(decoded.astype(int) - original).mean() < (12 if name in ("GIF", "HEIF") else 0.01)
+    assert name in PHOTO_FORMATS
 
 
 def test_any_face_count_is_read_in_fixed_batch_shapes_without_padding_waste(pipeline):
