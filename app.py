@@ -94,7 +94,14 @@ UPLOAD_REQUEST_MAX_BYTES = MAX_VIDEO_UPLOAD_BYTES + 1_000_000
 REQUEST_MAX_BYTES = 8_000_000
 # And at most this many files in it (JAXKP_UPLOADS_MAX_FILES): empty files cost no bytes.
 UPLOADS_MAX_FILES = int(os.environ.get("JAXKP_UPLOADS_MAX_FILES", 5_000))
-UPLOADS = FolderCap(UPLOAD_ROOT, UPLOADS_MAX_BYTES, UPLOADS_MAX_FILES)
+# A file younger than this is never pruned to make room (JAXKP_UPLOADS_MIN_AGE_S): past the
+# caps with only young files, a new upload is refused (HTTP 503) instead.
+UPLOADS_MIN_AGE_S = float(os.environ.get("JAXKP_UPLOADS_MIN_AGE_S", FolderCap.MIN_AGE_S))
+UPLOADS = FolderCap(UPLOAD_ROOT, UPLOADS_MAX_BYTES, UPLOADS_MAX_FILES, UPLOADS_MIN_AGE_S)
+# Gradio's routes that the app does not use and that would run work outside its limits:
+# /process_recording runs ffmpeg (a 1920x1080 zoom and x264 encode per "zoom effect" the
+# form lists, no timeout) on any file, unqueued.
+CLOSED_ROUTES = ("/gradio_api/process_recording",)
 # What one video may cost, set by the server, never by the file: 60 s of media, at
 # most 30 analysed frames a second (1,800 in all), frames up to 4K (reduced by ffmpeg
 # to the working size before they reach Python), 3 minutes of work on this 2-core
@@ -438,7 +445,10 @@ UPLOADS.watch()
 SESSIONS_KEPT = 1_000
 
 if __name__ == "__main__":
+    # run_history=False: no run history page, whose routes call the Hub with a client's token.
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_VIDEO_UPLOAD_BYTES,
-                state_session_capacity=SESSIONS_KEPT,
+                state_session_capacity=SESSIONS_KEPT, run_history=False,
                 app_kwargs={"middleware": [Middleware(BodyLimit, upload_bytes=UPLOAD_REQUEST_MAX_BYTES,
-                                                       other_bytes=REQUEST_MAX_BYTES, after_upload=UPLOADS.prune)]})
+                                                       other_bytes=REQUEST_MAX_BYTES, space=UPLOADS,
+                                                       closed=CLOSED_ROUTES,
+                                                       small_upload_bytes=MAX_UPLOAD_BYTES + 1_000_000)]})

@@ -2,7 +2,7 @@
 
 Gradio's own queue has one waiting line for every endpoint together, holds a
 stream's place until its time limit whether or not frames still arrive, and
-takes an upload of any number of files. Three guards, installed by the app:
+takes an upload of any number of files, however slowly it comes. Three guards, installed by the app:
 
 - `EndpointLines`: each endpoint waits in its own line of a fixed length; past it
   a submission is refused at once (HTTP 503, with the endpoint's message), so a
@@ -11,17 +11,19 @@ takes an upload of any number of files. Three guards, installed by the app:
   closed, and its place freed.
 - `BodyLimit`: a request body larger than a limit (one for uploads, a small one
   for everything else: a JSON payload or a live frame) is cut off (HTTP 413) while
-  it arrives, before it is written to disk or parsed in memory; after each upload,
-  a callback (the app's upload folder cap) runs; a client that drops its upload
-  costs one log line, not a traceback.
+  it arrives, before it is written to disk or parsed in memory, and so is one that
+  stops arriving (408); an upload gets its room in the upload folder before its
+  body is read, or HTTP 503; Gradio's routes that the app does not use answer 404;
+  a client that drops its upload costs one log line, not a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from gradio import queueing, route_utils
 from starlette.requests import ClientDisconnect
@@ -75,42 +77,133 @@ def limit_stream_idle(seconds: float) -> None:
     queueing.Queue.wait_for_batch = staticmethod(wait_for_batch)
 
 
-class PayloadTooLarge(Exception):
-    pass
+class Refused(Exception):
+    """A request body the guard stops: `status` and `detail` are its answer."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class UploadSpace(Protocol):
+    """Where uploads go (jaxkp.uploads.FolderCap): room is asked for before an upload's
+    body is read, given back after, and the folder pruned after each upload."""
+
+    def reserve(self, size: int, files: int = 1) -> bool: ...
+    def release(self, size: int, files: int = 1) -> None: ...
+    def prune(self) -> int: ...
 
 
 class BodyLimit:
-    """ASGI middleware: a request whose body passes its limit (`upload_bytes` on an
-    upload route, `other_bytes` elsewhere) is answered 413; a declared Content-Length
-    over it before anything is read."""
+    """ASGI middleware that bounds request bodies, and uploads above all:
+
+    - a body past its limit (`upload_bytes` on the upload route, `other_bytes`
+      elsewhere) is answered 413, one that declares more before a byte is read;
+    - a body that stops arriving for `idle_s`, or arrives slower than `min_rate`
+      bytes/s on average (after `grace_s`), is cut off (408): a trickled upload once
+      held its disk, and its room in the folder, for as long as its client liked;
+    - an upload must declare its length, may carry at most `files_per_upload` files,
+      and gets its room in the upload folder (`space.reserve`) before its body is read:
+      with no room, or with `uploads_in_flight` uploads already arriving
+      (`large_uploads_in_flight` of those over `small_upload_bytes`, a video's, so
+      that slow large ones cannot take every place), it is answered 503 at once;
+    - routes in `closed` answer 404 (Gradio's own routes that the app does not use
+      and that would run work outside its limits);
+    - a client that drops its request costs one log line, not a traceback.
+    """
+
+    BUSY = "The app cannot take more uploads just now. Try again in a minute."
 
     def __init__(self, app: Callable[..., Awaitable[None]], upload_bytes: int, other_bytes: int,
-                 upload_suffix: str = "/upload", after_upload: Callable[[], object] | None = None):
-        self.app, self.upload_suffix = app, upload_suffix
+                 space: UploadSpace | None = None, upload_path: str = "/gradio_api/upload",
+                 closed: tuple[str, ...] = (), files_per_upload: int = 4, small_upload_bytes: int = 26_000_000,
+                 uploads_in_flight: int = 16, large_uploads_in_flight: int = 2, idle_s: float = 10.0,
+                 min_rate: float = 256_000, grace_s: float = 20.0):
+        self.app, self.space, self.upload_path, self.closed = app, space, upload_path, closed
         self.upload_bytes, self.other_bytes = upload_bytes, other_bytes
-        self.after_upload = after_upload  # e.g. FolderCap.prune: the folder's cap holds upload by upload
+        self.files_per_upload, self.small_upload_bytes = files_per_upload, small_upload_bytes
+        self.places = {"all": uploads_in_flight, "large": large_uploads_in_flight}
+        self.in_flight = {"all": 0, "large": 0}
+        self.idle_s, self.min_rate, self.grace_s = idle_s, min_rate, grace_s
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope.get("path", "").rstrip("/").endswith(self.upload_suffix)
-        limit = self.upload_bytes if upload else self.other_bytes
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await self._refuse(send, limit)
+        path = scope.get("path", "").rstrip("/")
+        if path in self.closed:
+            await self._answer(send, 404, "Not Found")
             return
-        received = 0
-        started = False
+        # Exactly the upload route: an endpoint may be named "upload" too (/call/upload).
+        upload = path == self.upload_path
+        limit = self.upload_bytes if upload else self.other_bytes
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._answer(send, 413, f"Request too large: at most {limit / 1e6:g} MB.")
+            return
+        if not upload:
+            await self._guarded(scope, receive, send, limit, None if declared is None else int(declared))
+            return
+        if declared is None:
+            await self._answer(send, 411, "An upload must declare its length (Content-Length).")
+            return
+        size = int(declared)
+        places = ["all"] + (["large"] if size > self.small_upload_bytes else [])
+        if any(self.in_flight[place] >= self.places[place] for place in places):
+            log.info("refused an upload of %d bytes: %d uploads already arriving", size, self.in_flight["all"])
+            await self._answer(send, 503, self.BUSY)
+            return
+        for place in places:
+            self.in_flight[place] += 1
+        try:
+            if self.space is not None and not await asyncio.to_thread(self.space.reserve, size,
+                                                                       self.files_per_upload):
+                log.info("refused an upload of %d bytes: the upload folder has no room", size)
+                await self._answer(send, 503, self.BUSY)
+                return
+            try:
+                await self._guarded(scope, receive, send, limit, size, boundary=_boundary(headers))
+            finally:
+                if self.space is not None:
+                    await asyncio.to_thread(self.space.prune)  # the files it left now count
+                    self.space.release(size, self.files_per_upload)
+        finally:
+            for place in places:
+                self.in_flight[place] -= 1
 
-        async def limited_receive() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge
+    async def _guarded(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                       send: Callable[[dict], Awaitable[None]], limit: int, size: int | None,
+                       boundary: bytes | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        started_at = loop.time()
+        deadline = started_at + self.grace_s + (size or limit) / self.min_rate
+        received = parts = 0
+        tail = b""
+        body_done = started = False
+
+        async def guarded_receive() -> dict:
+            nonlocal received, parts, tail, body_done
+            if body_done:  # after the body: a wait for the client to disconnect, unbounded
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), min(self.idle_s, max(0.0, deadline - loop.time())))
+            except TimeoutError:
+                raise Refused(408, "The request body stopped arriving.") from None
+            if message["type"] != "http.request":
+                return message
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > limit:
+                raise Refused(413, f"Request too large: at most {limit / 1e6:g} MB.")
+            if boundary is not None:  # each part of a multipart body starts with "--" + boundary
+                window = tail + chunk
+                parts += window.count(boundary) - tail.count(boundary)
+                tail = window[-(len(boundary) - 1):]
+                if parts > self.files_per_upload + 1:  # the parts, and the closing delimiter
+                    raise Refused(413, f"At most {self.files_per_upload} files an upload.")
+            body_done = not message.get("more_body", False)
             return message
 
         async def tracked_send(message: dict) -> None:
@@ -119,20 +212,28 @@ class BodyLimit:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracked_send)
-        except PayloadTooLarge:
-            log.info("refused a request body of over %d bytes (%s)", limit, scope.get("path"))
+            await self.app(scope, guarded_receive, tracked_send)
+        except Refused as refusal:
+            log.info("refused a request body (%s, after %d bytes): %s", scope.get("path"), received, refusal.detail)
             if not started:
-                await self._refuse(send, limit)
+                await self._answer(send, refusal.status, refusal.detail)
         except ClientDisconnect:
             log.info("a client dropped its request while sending it (%s)", scope.get("path"))
-        finally:
-            if upload and self.after_upload is not None:
-                await asyncio.to_thread(self.after_upload)
 
-    async def _refuse(self, send: Callable[[dict], Awaitable[None]], limit: int) -> None:
-        body = f'{{"detail": "Request too large: at most {limit / 1e6:g} MB."}}'.encode()
-        await send({"type": "http.response.start", "status": 413,
+    @staticmethod
+    async def _answer(send: Callable[[dict], Awaitable[None]], status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _boundary(headers: Mapping[bytes, bytes]) -> bytes | None:
+    """The multipart boundary of a request, as it starts each part ("--" + boundary)."""
+    content_type = headers.get(b"content-type", b"").decode("latin-1")
+    for option in content_type.split(";")[1:]:
+        name, _, value = option.strip().partition("=")
+        if name.lower() == "boundary" and value.strip('"'):
+            return b"--" + value.strip('"').encode("latin-1")
+    return None

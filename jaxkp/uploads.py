@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import stat
 import threading
@@ -79,28 +80,44 @@ def read_upload(path: str | os.PathLike, upload_root: str | os.PathLike, max_byt
 class FolderCap:
     """Keeps what is added to a folder (the app's upload and cache folder) under
     `max_bytes` and `max_files`, whatever clients upload without ever calling an
-    endpoint: past either cap the oldest files go first, except those a request is
-    using (`in_use`); the files kept from the start (`keep_present`: the app's own
-    example files, and what an earlier run left) are neither counted nor pruned. The file cap
-    bounds what empty files cost, which the byte cap does not see: 40,000 of them
-    (40 requests) once made every prune walk them all, half a core while idle."""
+    endpoint. Past either cap the oldest files go first, except those a request is
+    using (`in_use`) and those younger than `min_age_s`; the files kept from the
+    start (`keep_present`: the app's own example files, and what an earlier run left)
+    are neither counted nor pruned. An upload asks for its room first (`reserve`): when
+    the young files fill the folder, it is refused rather than let it push out another
+    client's photo or answer. The file cap bounds what empty files cost, which the byte
+    cap does not see: 40,000 of them (40 requests) once made every prune walk them all,
+    half a core while idle."""
 
+    # A file younger than this is not pruned for the caps: a photo waits for the request
+    # that names it, an answer's image for its client to fetch it. (Oldest out alone, six
+    # requests of 1,000 empty files made every other client's files go within 3.5 s: their
+    # images got HTTP 403 and their photos "not uploaded".)
+    MIN_AGE_S = 60.0
     # A folder emptied by pruning is removed only once this old: an upload that has
     # just made it may be about to move its file in (Gradio moves it at once).
     EMPTY_FOLDER_MIN_AGE_S = 5.0
     # Gradio writes an arriving upload to a temporary file ("tmp...") at the folder's
     # top, then moves it into a folder of its own. Such a file written to this recently
-    # is an upload still arriving: deleting it would lose that upload (the request body
-    # limit bounds how much these hold).
-    BEING_WRITTEN_S = 2.0
+    # is an upload still arriving (the request body guard, jaxkp.limits.BodyLimit, cuts
+    # off an upload that sends nothing for 10 s): deleting it would lose that upload, and
+    # while its request holds it open, the disk would not even get its bytes back. Its
+    # bytes are counted by its reservation instead.
+    BEING_WRITTEN_S = 12.0
 
-    def __init__(self, root: str | os.PathLike, max_bytes: int, max_files: int | None = None):
+    def __init__(self, root: str | os.PathLike, max_bytes: int, max_files: int | None = None,
+                 min_age_s: float = MIN_AGE_S):
         self.root = os.path.realpath(root)
         self.max_bytes = max_bytes
         self.max_files = max_files
+        self.min_age_s = min_age_s
         self._in_use: collections.Counter[str] = collections.Counter()
         self._kept: set[str] = set()
         self._lock = threading.Lock()
+        # What the last prune left (bytes, files; None before the first), and what uploads
+        # in flight have reserved.
+        self._held: tuple[int, int] | None = None
+        self._reserved = (0, 0)
 
     @contextlib.contextmanager
     def in_use(self, path: str | os.PathLike) -> Iterator[None]:
@@ -133,27 +150,62 @@ class FolderCap:
                     found.append((info.st_mtime, info.st_blocks * 512, path))
         return found
 
-    def prune(self) -> int:
-        """Deletes the oldest files nobody is using while the files added since the start
-        are over a cap; returns the bytes freed. The kept files neither go nor count: they
-        may be more than a cap (what an earlier run left in the folder), and counted, they
-        once made every new file go at once, the app's answers with them."""
+    def reserve(self, size: int, files: int = 1) -> bool:
+        """Room for an upload of `size` bytes and `files` files, held until `release`;
+        False if the folder, with what others have reserved, cannot make it (the files
+        that could go are pruned first)."""
+        if self._room_for(size, files):
+            return True
+        self.prune(size, files)
+        return self._room_for(size, files)
+
+    def _room_for(self, size: int, files: int) -> bool:
+        with self._lock:
+            if self._held is None:
+                return False  # not yet counted: prune first
+            (held_bytes, held_files), (reserved_bytes, reserved_files) = self._held, self._reserved
+            if held_bytes + reserved_bytes + size > self.max_bytes:
+                return False
+            if self.max_files is not None and held_files + reserved_files + files > self.max_files:
+                return False
+            self._reserved = (reserved_bytes + size, reserved_files + files)
+            return True
+
+    def release(self, size: int, files: int = 1) -> None:
+        """Gives back a reservation (once the upload's files are in the folder, or it failed)."""
+        with self._lock:
+            self._reserved = (self._reserved[0] - size, self._reserved[1] - files)
+
+    def prune(self, room_bytes: int = 0, room_files: int = 0) -> int:
+        """Deletes the oldest files that nobody is using and that are old enough while
+        the files added since the start, with the uploads in flight (and `room_bytes` and
+        `room_files` more), are over a cap; returns the bytes freed. The kept files neither
+        go nor count: they may be more than a cap (what an earlier run left in the folder),
+        and counted, they once made every new file go at once, the app's answers with them."""
         with self._lock:
             busy, kept = set(self._in_use), set(self._kept)
-        files = sorted(file for file in self._files() if file[2] not in kept)
+            reserved_bytes, reserved_files = self._reserved
+        now = time.time()
+        recent, young = now - self.BEING_WRITTEN_S, now - self.min_age_s
+        files = sorted(file for file in self._files()
+                       if file[2] not in kept and not (file[0] > recent and self._arriving(file[2])))
         total, count = sum(size for _, size, _ in files), len(files)
-        max_files = count if self.max_files is None else self.max_files
+        max_files = math.inf if self.max_files is None else self.max_files
         freed = removed = 0
-        recent = time.time() - self.BEING_WRITTEN_S
         for modified, size, path in files:
-            if total <= self.max_bytes and count <= max_files:
+            if (total + reserved_bytes + room_bytes <= self.max_bytes
+                    and count + reserved_files + room_files <= max_files):
                 break
-            if path in busy or (modified > recent and self._arriving(path)):
+            if modified > young:
+                break  # oldest first: the rest are younger still
+            if path in busy:
                 continue
             with contextlib.suppress(OSError):
                 os.unlink(path)
                 total, count = total - size, count - 1
                 freed, removed = freed + size, removed + 1
+        with self._lock:
+            self._held = (total, count)
         if removed:
             self._remove_empty_folders()
         return freed

@@ -30,7 +30,8 @@ def test_the_oldest_unused_files_go_first_until_the_folder_is_under_its_cap(tmp_
     older = write(tmp_path / "c" / "older.jpg", 30_000, age_s=100)
     newer = write(tmp_path / "d" / "newer.jpg", 30_000, age_s=50)
     arriving = write(tmp_path / "tmpupload", 30_000, age_s=0)  # an upload still being written
-    cap.max_bytes = disk_size(in_use, older, newer, arriving) - 1  # one file too many (the example not counted)
+    # Room for two of the four files (neither the example nor the upload still arriving counts).
+    cap.max_bytes = disk_size(in_use, newer)
     with cap.in_use(in_use):
         freed = cap.prune()
     assert not oldest.exists() and not older.exists()
@@ -62,7 +63,35 @@ def test_files_left_from_an_earlier_run_neither_count_nor_block_new_ones(tmp_pat
     earlier = [write(tmp_path / "old" / f"{index}.jpg", 4096, age_s=1000 + index) for index in range(30)]
     cap = FolderCap(tmp_path, max_bytes=disk_size(*earlier) // 2, max_files=10)
     cap.keep_present()
-    answers = [write(tmp_path / "outputs" / f"{index}.jpg", 4096, age_s=20 - index) for index in range(12)]
+    answers = [write(tmp_path / "outputs" / f"{index}.jpg", 4096, age_s=100 - index) for index in range(12)]
     cap.prune()
     assert all(path.exists() for path in earlier)
     assert [path.exists() for path in answers] == [False] * 2 + [True] * 10  # the two oldest new files went
+
+
+def test_young_files_stay_and_an_upload_without_room_is_refused_until_they_age(tmp_path):
+    """Oldest out alone let a flood of junk push every other client's photo and answer
+    out within seconds. Files younger than `min_age_s` stay; an upload asks for its room
+    first and is refused while the young files and the uploads in flight fill the folder."""
+    honest = write(tmp_path / "a" / "photo.jpg", 100_000, age_s=5)
+    cap = FolderCap(tmp_path, max_bytes=disk_size(honest) * 3, max_files=10, min_age_s=30)
+    junk = [write(tmp_path / f"j{index}" / "junk.bin", 100_000, age_s=1) for index in range(3)]
+    assert cap.prune() == 0 and honest.exists() and all(path.exists() for path in junk)  # over the cap, all young
+    assert not cap.reserve(1_000)  # no room, and nothing may go
+    for path in junk[:2]:
+        stamp = time.time() - 40
+        os.utime(path, (stamp, stamp))  # two junk files age past min_age_s
+    assert cap.reserve(disk_size(honest))  # the oldest go to make the room; the honest photo, younger, stays
+    assert honest.exists() and not junk[0].exists() and not junk[1].exists() and junk[2].exists()
+    # What is reserved counts until it is given back: a second upload of that size has no room.
+    assert not cap.reserve(disk_size(honest))
+    cap.release(disk_size(honest))
+    assert cap.reserve(disk_size(honest))
+
+
+def test_the_file_cap_counts_reserved_uploads(tmp_path):
+    files = [write(tmp_path / f"{index}" / "empty.jpg", 0, age_s=1) for index in range(8)]
+    cap = FolderCap(tmp_path, max_bytes=10**9, max_files=10, min_age_s=30)
+    assert cap.reserve(0, files=2) and not cap.reserve(0, files=1)
+    cap.release(0, files=2)
+    assert cap.reserve(0, files=1) and all(path.exists() for path in files)
