@@ -102,8 +102,9 @@ class BodyLimit:
     - a body that stops arriving for `idle_s`, or arrives slower than `min_rate`
       bytes/s on average (after `grace_s`), is cut off (408): a trickled upload once
       held its disk, and its room in the folder, for as long as its client liked;
-    - an upload must declare its length, may carry at most `files_per_upload` files,
-      and gets its room in the upload folder (`space.reserve`) before its body is read:
+    - an upload may carry at most `files_per_upload` files, and gets its room in the
+      upload folder (`space.reserve`: its declared length, or all it may send if it
+      declares none) before its body is read:
       with no room, or with `uploads_in_flight` uploads already arriving
       (`large_uploads_in_flight` of those over `small_upload_bytes`, a video's, so
       that slow large ones cannot take every place), it is answered 503 at once;
@@ -146,10 +147,8 @@ class BodyLimit:
         if not upload:
             await self._guarded(scope, receive, send, limit, None if declared is None else int(declared))
             return
-        if declared is None:
-            await self._answer(send, 411, "An upload must declare its length (Content-Length).")
-            return
-        size = int(declared)
+        # One sent chunked (a proxy may do that) reserves all it may send, as a video's.
+        size = limit if declared is None else int(declared)
         places = ["all"] + (["large"] if size > self.small_upload_bytes else [])
         if any(self.in_flight[place] >= self.places[place] for place in places):
             log.info("refused an upload of %d bytes: %d uploads already arriving", size, self.in_flight["all"])

@@ -167,7 +167,7 @@ def test_an_oversized_upload_is_cut_off_as_it_arrives(app, served):
     try:
         response = httpx.post(app.url + "/gradio_api/upload", content=body(), timeout=120,
                               headers={"content-type": "multipart/form-data; boundary=b"})
-        assert response.status_code in (400, 411, 413)  # an upload must declare its length
+        assert response.status_code in (400, 413, 503)  # no length: it reserves 301 MB, past this cap
     except httpx.HTTPError:
         pass  # the server may close the connection while the client still sends
     time.sleep(1)
