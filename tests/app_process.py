@@ -45,6 +45,8 @@ class AppProcess:
                 raise RuntimeError(f"app exited: {self.log_path.read_text()[-2000:]}")
             try:
                 if httpx.get(self.url + "/gradio_api/info", timeout=2).status_code == 200:
+                    # What the folder held at the start (the app's examples): kept, not counted in its caps.
+                    self.start_bytes = self.disk_bytes()
                     return
             except httpx.HTTPError:
                 pass
