@@ -15,6 +15,7 @@ bundled checkpoints/.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -108,6 +109,18 @@ CLOSED_ROUTES = ("/gradio_api/process_recording",)
 # machine, 4 GB of address space for the decoder.
 VIDEO_BUDGET = VideoBudget(max_seconds=60, max_frames=1800, max_fps=30.0, max_input_pixels=4096 * 2304,
                            max_wall_seconds=180, max_ffmpeg_bytes=4 << 30)
+
+
+def freshen_named_uploads(inputs: list) -> None:
+    """Marks the uploads a submission names (FileData paths in the upload folder) as
+    written now: the folder's cap never prunes a file younger than UPLOADS_MIN_AGE_S, so a
+    photo older than that, named by a request that then waits in line, is not pushed out
+    by an upload flood before its turn."""
+    for item in inputs:
+        path = item.get("path") if isinstance(item, dict) else None
+        if isinstance(path, str):
+            with contextlib.suppress(UploadRefused, OSError):
+                os.utime(uploaded_file(path, UPLOAD_ROOT, MAX_VIDEO_UPLOAD_BYTES))
 
 
 def output_path(suffix: str) -> Path:
@@ -430,7 +443,7 @@ def build_app() -> gr.Blocks:
     # (/gradio_api/run/..., /gradio_api/api/...) and so past every limit here are closed
     # (Gradio closes them on a Space by itself, not elsewhere).
     app.queue(default_concurrency_limit=CONCURRENCY, api_open=False)
-    EndpointLines.install(app._queue, WAITING, BUSY)
+    EndpointLines.install(app._queue, WAITING, BUSY, on_join=freshen_named_uploads)
     return app
 
 
@@ -450,5 +463,4 @@ if __name__ == "__main__":
                 state_session_capacity=SESSIONS_KEPT, run_history=False,
                 app_kwargs={"middleware": [Middleware(BodyLimit, upload_bytes=UPLOAD_REQUEST_MAX_BYTES,
                                                        other_bytes=REQUEST_MAX_BYTES, space=UPLOADS,
-                                                       closed=CLOSED_ROUTES,
-                                                       small_upload_bytes=MAX_UPLOAD_BYTES + 1_000_000)]})
+                                                       closed=CLOSED_ROUTES, files_per_upload=1)]})

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from gradio import queueing, route_utils
+from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("jaxkp.app")
@@ -40,11 +41,15 @@ class EndpointLines(queueing.Queue):
     busy: Mapping[str, str] = {}
     default_line = 8  # for an endpoint `lines` does not name
     _push_lock: asyncio.Lock | None = None
+    # Called with each submission's inputs as it joins a line (the app marks the files
+    # they name as fresh, so that no upload flood prunes them while they wait).
+    on_join: Callable[[list], None] | None = None
 
     @classmethod
-    def install(cls, queue: queueing.Queue, lines: Mapping[str, int], busy: Mapping[str, str]) -> None:
+    def install(cls, queue: queueing.Queue, lines: Mapping[str, int], busy: Mapping[str, str],
+                on_join: Callable[[list], None] | None = None) -> None:
         queue.__class__ = cls
-        queue.lines, queue.busy = dict(lines), dict(busy)
+        queue.lines, queue.busy, queue.on_join = dict(lines), dict(busy), on_join
         queue.max_size = None  # the lines bound the waiting instead
 
     async def push(self, body: Any, request: Any, username: str | None) -> tuple[bool, Any, str]:
@@ -60,6 +65,8 @@ class EndpointLines(queueing.Queue):
             if line is not None and len(line.queue) >= limit:
                 log.info("refused %s: its line of %d is full", fn.api_name, limit)
                 return False, self.busy.get(fn.api_name, "Busy: try again soon."), "queue_full"
+            if self.on_join is not None and isinstance(getattr(body, "data", None), list):
+                self.on_join(body.data)
             return await super().push(body, request, username)
 
 
@@ -86,12 +93,12 @@ class Refused(Exception):
 
 
 class UploadSpace(Protocol):
-    """Where uploads go (jaxkp.uploads.FolderCap): room is asked for before an upload's
-    body is read, given back after, and the folder pruned after each upload."""
+    """Where uploads go (jaxkp.uploads.FolderCap): an upload is let in, its bytes
+    counted as they arrive (each may be refused: no room), and its end told."""
 
-    def reserve(self, size: int, files: int = 1) -> bool: ...
-    def release(self, size: int, files: int = 1) -> None: ...
-    def prune(self) -> int: ...
+    def begin_upload(self, files: int) -> bool: ...
+    def take(self, size: int, may_prune: bool = True) -> bool: ...
+    def end_upload(self, files: int) -> None: ...
 
 
 class BodyLimit:
@@ -99,15 +106,15 @@ class BodyLimit:
 
     - a body past its limit (`upload_bytes` on the upload route, `other_bytes`
       elsewhere) is answered 413, one that declares more before a byte is read;
-    - a body that stops arriving for `idle_s`, or arrives slower than `min_rate`
-      bytes/s on average (after `grace_s`), is cut off (408): a trickled upload once
-      held its disk, and its room in the folder, for as long as its client liked;
-    - an upload may carry at most `files_per_upload` files, and gets its room in the
-      upload folder (`space.reserve`: its declared length, or all it may send if it
-      declares none) before its body is read:
-      with no room, or with `uploads_in_flight` uploads already arriving
-      (`large_uploads_in_flight` of those over `small_upload_bytes`, a video's, so
-      that slow large ones cannot take every place), it is answered 503 at once;
+    - a body that sends nothing for `idle_s`, or has brought less than `min_rate`
+      bytes/s since it began (after `grace_s`), is cut off (408): a trickled upload
+      once held its disk, and its room in the folder, as long as its client liked;
+    - an upload may carry at most `files_per_upload` files (413), at most
+      `uploads_in_flight` arrive at once (503 past them), and each is counted in the
+      upload folder (`space`) as its bytes arrive: with no room left, it is refused
+      or cut off (503), so the folder never passes its caps;
+    - a request that declares both a length and chunks is refused (400): the server
+      frames it one way, a guard reading the length the other;
     - routes in `closed` answer 404 (Gradio's own routes that the app does not use
       and that would run work outside its limits);
     - a client that drops its request costs one log line, not a traceback.
@@ -117,14 +124,12 @@ class BodyLimit:
 
     def __init__(self, app: Callable[..., Awaitable[None]], upload_bytes: int, other_bytes: int,
                  space: UploadSpace | None = None, upload_path: str = "/gradio_api/upload",
-                 closed: tuple[str, ...] = (), files_per_upload: int = 4, small_upload_bytes: int = 26_000_000,
-                 uploads_in_flight: int = 16, large_uploads_in_flight: int = 2, idle_s: float = 10.0,
-                 min_rate: float = 256_000, grace_s: float = 20.0):
+                 closed: tuple[str, ...] = (), files_per_upload: int = 1, uploads_in_flight: int = 32,
+                 idle_s: float = 10.0, min_rate: float = 64_000, grace_s: float = 10.0):
         self.app, self.space, self.upload_path, self.closed = app, space, upload_path, closed
         self.upload_bytes, self.other_bytes = upload_bytes, other_bytes
-        self.files_per_upload, self.small_upload_bytes = files_per_upload, small_upload_bytes
-        self.places = {"all": uploads_in_flight, "large": large_uploads_in_flight}
-        self.in_flight = {"all": 0, "large": 0}
+        self.files_per_upload, self.uploads_in_flight = files_per_upload, uploads_in_flight
+        self.in_flight = 0
         self.idle_s, self.min_rate, self.grace_s = idle_s, min_rate, grace_s
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
@@ -139,45 +144,43 @@ class BodyLimit:
         # Exactly the upload route: an endpoint may be named "upload" too (/call/upload).
         upload = path == self.upload_path
         limit = self.upload_bytes if upload else self.other_bytes
-        headers = dict(scope.get("headers") or [])
+        headers = _first_headers(scope.get("headers") or [])
         declared = headers.get(b"content-length")
+        if declared is not None and b"transfer-encoding" in headers:
+            await self._answer(send, 400, "A request may not declare both a length and chunks.")
+            return
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._answer(send, 413, f"Request too large: at most {limit / 1e6:g} MB.")
             return
         if not upload:
-            await self._guarded(scope, receive, send, limit, None if declared is None else int(declared))
+            await self._guarded(scope, receive, send, limit)
             return
-        # One sent chunked (a proxy may do that) reserves all it may send, as a video's.
-        size = limit if declared is None else int(declared)
-        places = ["all"] + (["large"] if size > self.small_upload_bytes else [])
-        if any(self.in_flight[place] >= self.places[place] for place in places):
-            log.info("refused an upload of %d bytes: %d uploads already arriving", size, self.in_flight["all"])
+        if self.in_flight >= self.uploads_in_flight:
+            log.info("refused an upload: %d uploads already arriving", self.in_flight)
             await self._answer(send, 503, self.BUSY)
             return
-        for place in places:
-            self.in_flight[place] += 1
+        files = self.files_per_upload
+        self.in_flight += 1
         try:
-            if self.space is not None and not await asyncio.to_thread(self.space.reserve, size,
-                                                                       self.files_per_upload):
-                log.info("refused an upload of %d bytes: the upload folder has no room", size)
+            if self.space is not None and not await asyncio.to_thread(self.space.begin_upload, files):
+                log.info("refused an upload: the upload folder holds its most files")
                 await self._answer(send, 503, self.BUSY)
                 return
             try:
-                await self._guarded(scope, receive, send, limit, size, boundary=_boundary(headers))
+                await self._guarded(scope, receive, send, limit, upload=True, boundary=_boundary(headers))
             finally:
                 if self.space is not None:
-                    await asyncio.to_thread(self.space.prune)  # the files it left now count
-                    self.space.release(size, self.files_per_upload)
+                    await asyncio.to_thread(self.space.end_upload, files)
         finally:
-            for place in places:
-                self.in_flight[place] -= 1
+            self.in_flight -= 1
 
     async def _guarded(self, scope: dict, receive: Callable[[], Awaitable[dict]],
-                       send: Callable[[dict], Awaitable[None]], limit: int, size: int | None,
+                       send: Callable[[dict], Awaitable[None]], limit: int, upload: bool = False,
                        boundary: bytes | None = None) -> None:
+        """Runs the request with its body guarded; an upload's bytes are counted in the
+        upload folder (`space.take`) as they arrive."""
         loop = asyncio.get_running_loop()
         started_at = loop.time()
-        deadline = started_at + self.grace_s + (size or limit) / self.min_rate
         received = parts = 0
         tail = b""
         body_done = started = False
@@ -186,8 +189,10 @@ class BodyLimit:
             nonlocal received, parts, tail, body_done
             if body_done:  # after the body: a wait for the client to disconnect, unbounded
                 return await receive()
+            # By when the body must have brought more than it has, at `min_rate` since it began.
+            due = started_at + self.grace_s + received / self.min_rate
             try:
-                message = await asyncio.wait_for(receive(), min(self.idle_s, max(0.0, deadline - loop.time())))
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.idle_s, due - loop.time())))
             except TimeoutError:
                 raise Refused(408, "The request body stopped arriving.") from None
             if message["type"] != "http.request":
@@ -198,10 +203,15 @@ class BodyLimit:
                 raise Refused(413, f"Request too large: at most {limit / 1e6:g} MB.")
             if boundary is not None:  # each part of a multipart body starts with "--" + boundary
                 window = tail + chunk
-                parts += window.count(boundary) - tail.count(boundary)
+                parts += window.count(boundary)
                 tail = window[-(len(boundary) - 1):]
                 if parts > self.files_per_upload + 1:  # the parts, and the closing delimiter
-                    raise Refused(413, f"At most {self.files_per_upload} files an upload.")
+                    raise Refused(413, f"At most {self.files_per_upload} file(s) an upload.")
+            if upload and self.space is not None and chunk:
+                # Counted at once while there is room; only a prune (a walk of the folder) waits in a thread.
+                if not (self.space.take(len(chunk), may_prune=False)
+                        or await asyncio.to_thread(self.space.take, len(chunk))):
+                    raise Refused(503, self.BUSY)
             body_done = not message.get("more_body", False)
             return message
 
@@ -228,11 +238,18 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def _first_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Each header's first value, as Starlette reads them (a header sent twice once gave
+    this guard one boundary and Gradio's parser another)."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in raw:
+        headers.setdefault(name.lower(), value)
+    return headers
+
+
 def _boundary(headers: Mapping[bytes, bytes]) -> bytes | None:
-    """The multipart boundary of a request, as it starts each part ("--" + boundary)."""
-    content_type = headers.get(b"content-type", b"").decode("latin-1")
-    for option in content_type.split(";")[1:]:
-        name, _, value = option.strip().partition("=")
-        if name.lower() == "boundary" and value.strip('"'):
-            return b"--" + value.strip('"').encode("latin-1")
-    return None
+    """The multipart boundary of a request, as it starts each part ("--" + boundary),
+    parsed as Gradio's own multipart parser does (spaces, repeated options)."""
+    _, options = parse_options_header(headers.get(b"content-type", b""))
+    boundary = options.get(b"boundary")
+    return b"--" + boundary if boundary else None

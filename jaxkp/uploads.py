@@ -83,11 +83,12 @@ class FolderCap:
     endpoint. Past either cap the oldest files go first, except those a request is
     using (`in_use`) and those younger than `min_age_s`; the files kept from the
     start (`keep_present`: the app's own example files, and what an earlier run left)
-    are neither counted nor pruned. An upload asks for its room first (`reserve`): when
-    the young files fill the folder, it is refused rather than let it push out another
-    client's photo or answer. The file cap bounds what empty files cost, which the byte
-    cap does not see: 40,000 of them (40 requests) once made every prune walk them all,
-    half a core while idle."""
+    are neither counted nor pruned. Uploads are counted as they arrive
+    (`begin_upload`, `take`, `end_upload`): when the young files fill the folder, an
+    upload is refused, or cut off, rather than let it push out another client's photo
+    or answer. The file cap bounds what empty files cost, which the byte cap does not
+    see: 40,000 of them (40 requests) once made every prune walk them all, half a core
+    while idle."""
 
     # A file younger than this is not pruned for the caps: a photo waits for the request
     # that names it, an answer's image for its client to fetch it. (Oldest out alone, six
@@ -97,12 +98,13 @@ class FolderCap:
     # A folder emptied by pruning is removed only once this old: an upload that has
     # just made it may be about to move its file in (Gradio moves it at once).
     EMPTY_FOLDER_MIN_AGE_S = 5.0
-    # Gradio writes an arriving upload to a temporary file ("tmp...") at the folder's
-    # top, then moves it into a folder of its own. Such a file written to this recently
-    # is an upload still arriving (the request body guard, jaxkp.limits.BodyLimit, cuts
-    # off an upload that sends nothing for 10 s): deleting it would lose that upload, and
-    # while its request holds it open, the disk would not even get its bytes back. Its
-    # bytes are counted by its reservation instead.
+    # Gradio writes an arriving upload to a temporary file ("tmp...") at the folder's top,
+    # then moves it into a folder of its own. One written to this recently is an upload
+    # still arriving (jaxkp.limits.BodyLimit cuts off a body that sends nothing for 10 s)
+    # and is never deleted (while its request held it open the disk would not even get its
+    # bytes back); any other is a dropped upload's, and goes first, young or not (an upload
+    # carries one file, so none is a finished part of an upload still sending the next).
+    # All of them count, as files and as the bytes a prune finds.
     BEING_WRITTEN_S = 12.0
 
     def __init__(self, root: str | os.PathLike, max_bytes: int, max_files: int | None = None,
@@ -114,10 +116,12 @@ class FolderCap:
         self._in_use: collections.Counter[str] = collections.Counter()
         self._kept: set[str] = set()
         self._lock = threading.Lock()
-        # What the last prune left (bytes, files; None before the first), and what uploads
-        # in flight have reserved.
+        # What the last prune counted (bytes, files; None before the first); the uploads
+        # arriving: their number and the files they may bring; and the bytes uploads have
+        # brought since the last prune began its walk (which it may not have seen).
         self._held: tuple[int, int] | None = None
-        self._reserved = (0, 0)
+        self._arriving_uploads = self._arriving_files = self._arriving_bytes = 0
+        self._prune_lock = threading.Lock()  # one walk at a time, so the last to end saw the most
 
     @contextlib.contextmanager
     def in_use(self, path: str | os.PathLike) -> Iterator[None]:
@@ -150,55 +154,70 @@ class FolderCap:
                     found.append((info.st_mtime, info.st_blocks * 512, path))
         return found
 
-    def reserve(self, size: int, files: int = 1) -> bool:
-        """Room for an upload of `size` bytes and `files` files, held until `release`;
-        False if the folder, with what others have reserved, cannot make it (the files
-        that could go are pruned first)."""
-        if self._room_for(size, files):
-            return True
-        self.prune(size, files)
-        return self._room_for(size, files)
+    def begin_upload(self, files: int) -> bool:
+        """Room for one more upload of up to `files` files (the file cap), counted until
+        `end_upload`; False if there is none, even after pruning."""
+        for attempt in range(2):
+            with self._lock:
+                if self._held is not None and (self.max_files is None or self._held[1] + self._arriving_files
+                                               + files <= self.max_files):
+                    self._arriving_uploads += 1
+                    self._arriving_files += files
+                    return True
+            if attempt == 0:
+                self.prune(room_files=files)
+        return False
 
-    def _room_for(self, size: int, files: int) -> bool:
-        with self._lock:
-            if self._held is None:
-                return False  # not yet counted: prune first
-            (held_bytes, held_files), (reserved_bytes, reserved_files) = self._held, self._reserved
-            if held_bytes + reserved_bytes + size > self.max_bytes:
-                return False
-            if self.max_files is not None and held_files + reserved_files + files > self.max_files:
-                return False
-            self._reserved = (reserved_bytes + size, reserved_files + files)
-            return True
+    def take(self, size: int, may_prune: bool = True) -> bool:
+        """Counts `size` more bytes of an arriving upload, if the folder has room for them
+        (with `may_prune`, pruning what may go first: it walks the folder); False if not,
+        and then they are not counted."""
+        for attempt in range(2 if may_prune else 1):
+            with self._lock:
+                if self._held is not None and self._held[0] + self._arriving_bytes + size <= self.max_bytes:
+                    self._arriving_bytes += size
+                    return True
+            if attempt == 0 and may_prune:
+                self.prune(room_bytes=size)
+        return False
 
-    def release(self, size: int, files: int = 1) -> None:
-        """Gives back a reservation (once the upload's files are in the folder, or it failed)."""
+    def end_upload(self, files: int) -> None:
+        """An upload that `begin_upload` let in has ended; what it left in the folder (its
+        bytes stay counted until a prune finds them) counts as files from the prune that follows."""
+        self.prune()  # first, so that what it left counts before its files are given back
         with self._lock:
-            self._reserved = (self._reserved[0] - size, self._reserved[1] - files)
+            self._arriving_uploads -= 1
+            self._arriving_files -= files
 
     def prune(self, room_bytes: int = 0, room_files: int = 0) -> int:
         """Deletes the oldest files that nobody is using and that are old enough while
-        the files added since the start, with the uploads in flight (and `room_bytes` and
+        the files added since the start, with the uploads arriving (and `room_bytes` and
         `room_files` more), are over a cap; returns the bytes freed. The kept files neither
         go nor count: they may be more than a cap (what an earlier run left in the folder),
         and counted, they once made every new file go at once, the app's answers with them."""
+        with self._prune_lock:
+            return self._prune(room_bytes, room_files)
+
+    def _prune(self, room_bytes: int, room_files: int) -> int:
         with self._lock:
             busy, kept = set(self._in_use), set(self._kept)
-            reserved_bytes, reserved_files = self._reserved
+            arriving_files = self._arriving_files
+            self._arriving_bytes = 0  # what arrived until now, the walk finds on disk
         now = time.time()
         recent, young = now - self.BEING_WRITTEN_S, now - self.min_age_s
-        files = sorted(file for file in self._files()
-                       if file[2] not in kept and not (file[0] > recent and self._arriving(file[2])))
+        # Oldest first, a dropped upload's file before any other.
+        files = sorted((file for file in self._files() if file[2] not in kept),
+                       key=lambda file: (not self._arriving(file[2]), file[0]))
         total, count = sum(size for _, size, _ in files), len(files)
         max_files = math.inf if self.max_files is None else self.max_files
         freed = removed = 0
         for modified, size, path in files:
-            if (total + reserved_bytes + room_bytes <= self.max_bytes
-                    and count + reserved_files + room_files <= max_files):
+            if total + room_bytes <= self.max_bytes and count + arriving_files + room_files <= max_files:
                 break
-            if modified > young:
-                break  # oldest first: the rest are younger still
-            if path in busy:
+            if self._arriving(path):
+                if modified > recent:
+                    continue  # still being written
+            elif modified > young or path in busy:
                 continue
             with contextlib.suppress(OSError):
                 os.unlink(path)

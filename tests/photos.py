@@ -175,6 +175,32 @@ def jpeg_tiff(path: Path) -> Path:
     return save(Image.open(ASTRONAUT).convert("RGB"), path, format="TIFF", compression="jpeg")
 
 
+def rle_bmp(path: Path) -> Path:
+    """An 8000x8000 RLE8 BMP of 16 KB: each row one end-of-line code (Pillow's RLE decoder,
+    written in Python, took 8.6 s on such a file)."""
+    width = height = 8000
+    pixels = b"\0\0" * height + b"\0\1"
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    palette = bytes(range(256)) * 4
+    offset = 14 + len(header) + len(palette)
+    path.write_bytes(b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + header + palette + pixels)
+    return path
+
+
+def many_strips_tiff(path: Path) -> Path:
+    """A 1x70,000 TIFF of one-row strips: 70,000 strips for 70 KB of pixels."""
+    return save(Image.new("L", (1, 70_000), 128), path, format="TIFF", tiffinfo={278: 1})
+
+
+def many_chunks_png(path: Path) -> Path:
+    """A small PNG with 60,000 empty private chunks before its end."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    path.write_bytes(data[:-12] + png_chunk(b"prIv", b"") * 60_000 + data[-12:])
+    return path
+
+
 def short_header_png(path: Path) -> Path:
     """A PNG whose IHDR chunk is 4 bytes long (ValueError)."""
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", b"\0\0\0\x10"))
@@ -199,6 +225,9 @@ BAD_FILES = {
     "unknown.dds": (unknown_dds, "format read here"),
     "wrapped.blp": (jpeg_in_blp, "format read here"),
     "jpeg.tif": (jpeg_tiff, "JPEG-compressed"),
+    "rle.bmp": (rle_bmp, "RLE-compressed"),
+    "strips.tif": (many_strips_tiff, "70,000 strips"),
+    "chunks.png": (many_chunks_png, "more than 50,000 chunks"),
     "maxval.jpg": (pgm_past_16_bits, "corrupt"),
     "short_header.png": (short_header_png, "corrupt"),
     "scans.jpg": (many_scans_jpeg, "scans"),

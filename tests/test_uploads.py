@@ -30,8 +30,8 @@ def test_the_oldest_unused_files_go_first_until_the_folder_is_under_its_cap(tmp_
     older = write(tmp_path / "c" / "older.jpg", 30_000, age_s=100)
     newer = write(tmp_path / "d" / "newer.jpg", 30_000, age_s=50)
     arriving = write(tmp_path / "tmpupload", 30_000, age_s=0)  # an upload still being written
-    # Room for two of the four files (neither the example nor the upload still arriving counts).
-    cap.max_bytes = disk_size(in_use, newer)
+    # Room for three of the five files (the example does not count; the upload still arriving does).
+    cap.max_bytes = disk_size(in_use, newer, arriving)
     with cap.in_use(in_use):
         freed = cap.prune()
     assert not oldest.exists() and not older.exists()
@@ -71,27 +71,46 @@ def test_files_left_from_an_earlier_run_neither_count_nor_block_new_ones(tmp_pat
 
 def test_young_files_stay_and_an_upload_without_room_is_refused_until_they_age(tmp_path):
     """Oldest out alone let a flood of junk push every other client's photo and answer
-    out within seconds. Files younger than `min_age_s` stay; an upload asks for its room
-    first and is refused while the young files and the uploads in flight fill the folder."""
+    out within seconds. Files younger than `min_age_s` stay; an upload's bytes are counted
+    as they arrive and refused while the young files and the other uploads fill the folder."""
     honest = write(tmp_path / "a" / "photo.jpg", 100_000, age_s=5)
     cap = FolderCap(tmp_path, max_bytes=disk_size(honest) * 3, max_files=10, min_age_s=30)
     junk = [write(tmp_path / f"j{index}" / "junk.bin", 100_000, age_s=1) for index in range(3)]
     assert cap.prune() == 0 and honest.exists() and all(path.exists() for path in junk)  # over the cap, all young
-    assert not cap.reserve(1_000)  # no room, and nothing may go
+    assert cap.begin_upload(files=1) and not cap.take(1_000)  # no room, and nothing may go
     for path in junk[:2]:
         stamp = time.time() - 40
         os.utime(path, (stamp, stamp))  # two junk files age past min_age_s
-    assert cap.reserve(disk_size(honest))  # the oldest go to make the room; the honest photo, younger, stays
+    room = disk_size(honest)
+    assert cap.take(room)  # the oldest go to make the room; the honest photo, younger, stays
     assert honest.exists() and not junk[0].exists() and not junk[1].exists() and junk[2].exists()
-    # What is reserved counts until it is given back: a second upload of that size has no room.
-    assert not cap.reserve(disk_size(honest))
-    cap.release(disk_size(honest))
-    assert cap.reserve(disk_size(honest))
+    write(tmp_path / "tmpupload", 100_000, age_s=0)  # where Gradio writes what it took
+    # What an upload in flight has brought counts: a second one of that size has no room.
+    assert cap.begin_upload(files=1) and not cap.take(room)
+    (tmp_path / "tmpupload").unlink()  # Gradio moved it; and then the first upload's photo goes
+    junk[2].unlink()
+    cap.end_upload(files=1)
+    cap.end_upload(files=1)
+    assert cap.begin_upload(files=1) and cap.take(room)
 
 
-def test_the_file_cap_counts_reserved_uploads(tmp_path):
+def test_the_file_cap_counts_the_files_uploads_may_bring(tmp_path):
     files = [write(tmp_path / f"{index}" / "empty.jpg", 0, age_s=1) for index in range(8)]
     cap = FolderCap(tmp_path, max_bytes=10**9, max_files=10, min_age_s=30)
-    assert cap.reserve(0, files=2) and not cap.reserve(0, files=1)
-    cap.release(0, files=2)
-    assert cap.reserve(0, files=1) and all(path.exists() for path in files)
+    assert cap.begin_upload(files=2) and not cap.begin_upload(files=1)
+    cap.end_upload(files=2)
+    assert cap.begin_upload(files=1) and all(path.exists() for path in files)
+
+
+def test_a_dropped_uploads_file_counts_and_goes_first(tmp_path):
+    """Gradio leaves a dropped upload's temporary file at the folder's top. It once went
+    uncounted (700 % of the cap that way); it counts, and goes before any other file once
+    nothing writes to it, young or not; a file still being written stays."""
+    cap = FolderCap(tmp_path, max_bytes=250_000, max_files=10, min_age_s=30)
+    photo = write(tmp_path / "a" / "photo.jpg", 100_000, age_s=1)
+    assert cap.begin_upload(files=1)
+    dropped = write(tmp_path / "tmpdropped", 100_000, age_s=FolderCap.BEING_WRITTEN_S + 1)
+    arriving = write(tmp_path / "tmparriving", 100_000, age_s=0)
+    assert cap.prune() > 0  # over the cap: the dropped upload's file goes, the photo and the arriving one stay
+    assert not dropped.exists() and arriving.exists() and photo.exists()
+    assert not cap.take(100_000)  # the arriving upload's file counts: no room for that much more
