@@ -83,6 +83,15 @@ TIFF_JPEG_COMPRESSIONS = ("jpeg", "tiff_jpeg")
 BMP_RLE_COMPRESSIONS = (1, 2)
 MAX_TIFF_STRIPS = 65_536
 MAX_PNG_CHUNKS = 50_000
+# And (the sixth review): Pillow makes one Python object per value of a TIFF tag or an EXIF
+# block (3,000,000 rationals, 24 MB: 7 s and 700 MB in a TIFF, a PNG's eXIf or a WebP's
+# EXIF), and joins a GIF's comments in quadratic time (1,000,000 of them, 5 MB: 18.5 s). A
+# TIFF tag holds one value per strip at most, a photo's EXIF tens of KB, a GIF a few
+# extension blocks before its first image.
+MAX_TIFF_TAG_VALUES = MAX_TIFF_STRIPS
+MAX_EXIF_BYTES = 1_000_000
+MAX_GIF_EXTENSION_BLOCKS = 1_000
+TIFF_PREFIXES = (b"II*\0", b"MM\0*", b"II\0*", b"MM*\0")  # Pillow opens the last two, byte order by the first two
 # Larger photos are decoded reduced (JPEG: at decode time) to at most this many
 # pixels; results are still given in the original photo's pixels. A 12 MP phone
 # photo stays whole, and a face the detector can find keeps enough pixels.
@@ -295,18 +304,27 @@ def _costly_layout(data: bytes) -> str | None:
     """Why a PNG or TIFF is refused before Pillow opens it (opening walks every chunk, or
     every strip's offset, in Python: 7 s for 2,000,000 chunks, 3 s for 1,000,000 strips),
     or None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and _png_chunks(data, MAX_PNG_CHUNKS + 1) > MAX_PNG_CHUNKS:
-        return f"this PNG has more than {MAX_PNG_CHUNKS:,} chunks"
-    if data[:4] in (b"II+\0", b"MM\0+"):
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        chunks = _png_chunks(data, MAX_PNG_CHUNKS + 1)
+        if len(chunks) > MAX_PNG_CHUNKS:
+            return f"this PNG has more than {MAX_PNG_CHUNKS:,} chunks"
+        if max((length for kind, length in chunks if kind == b"eXIf"), default=0) > MAX_EXIF_BYTES:
+            return f"this PNG's EXIF block is over {MAX_EXIF_BYTES / 1e6:g} MB"
+    elif data[:4] in (b"II+\0", b"MM\0+"):
         return "a BigTIFF is not read; save the photo as a TIFF, PNG or JPEG"
-    if data[:4] in (b"II*\0", b"MM\0*") and (strips := _tiff_strips(data)) > MAX_TIFF_STRIPS:
-        return f"this TIFF has {strips:,} strips (at most {MAX_TIFF_STRIPS:,} are read)"
+    elif data[:4] in TIFF_PREFIXES and (values := _tiff_most_values(data)) > MAX_TIFF_TAG_VALUES:
+        return f"this TIFF has a tag of {values:,} values (at most {MAX_TIFF_TAG_VALUES:,} strips are read)"
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        if max((length for kind, length in _riff_chunks(data) if kind == b"EXIF"), default=0) > MAX_EXIF_BYTES:
+            return f"this WebP's EXIF block is over {MAX_EXIF_BYTES / 1e6:g} MB"
+    elif data[:3] == b"GIF" and _gif_extension_blocks(data, MAX_GIF_EXTENSION_BLOCKS + 1) > MAX_GIF_EXTENSION_BLOCKS:
+        return f"this GIF has more than {MAX_GIF_EXTENSION_BLOCKS:,} extension blocks before its image"
     return None
 
 
-def _tiff_strips(data: bytes) -> int:
-    """The most strips (or tiles) that the first image of a TIFF declares: the count field of
-    its StripOffsets and TileOffsets entries."""
+def _tiff_most_values(data: bytes) -> int:
+    """The most values any entry of a TIFF's first directory declares (a strip's or tile's
+    offset each, for StripOffsets and TileOffsets), but its ColorMap (3 x 2**bits at most)."""
     order = "<" if data[:2] == b"II" else ">"
     try:
         directory = struct.unpack_from(order + "I", data, 4)[0]
@@ -315,19 +333,47 @@ def _tiff_strips(data: bytes) -> int:
                     for index in range(entries)]
     except struct.error:
         return 0  # a damaged header: Pillow says so
-    return max((count for tag, _, count in declared if tag in (273, 324)), default=0)
+    return max((count for tag, _, count in declared if tag != 320), default=0)
 
 
-def _png_chunks(data: bytes, at_most: int) -> int:
-    """How many chunks a PNG holds, counted up to `at_most` (each is a length, a type, its
+def _png_chunks(data: bytes, at_most: int) -> list[tuple[bytes, int]]:
+    """A PNG's chunks (type, length), up to `at_most` of them (each is a length, a type, its
     data and a checksum; the walk stops at IEND, the end, or `at_most`)."""
-    position, count = 8, 0
-    while position + 8 <= len(data) and count < at_most:
-        count += 1
-        if data[position + 4 : position + 8] == b"IEND":
+    position, chunks = 8, []
+    while position + 8 <= len(data) and len(chunks) < at_most:
+        kind, length = data[position + 4 : position + 8], int.from_bytes(data[position : position + 4], "big")
+        chunks.append((kind, length))
+        if kind == b"IEND":
             break
-        position += 12 + int.from_bytes(data[position : position + 4], "big")
-    return count
+        position += 12 + length
+    return chunks
+
+
+def _riff_chunks(data: bytes) -> list[tuple[bytes, int]]:
+    """A RIFF file's (WebP's) top-level chunks: (type, length)."""
+    position, chunks = 12, []
+    while position + 8 <= len(data) and len(chunks) < MAX_PNG_CHUNKS:
+        kind, length = data[position : position + 4], int.from_bytes(data[position + 4 : position + 8], "little")
+        chunks.append((kind, length))
+        position += 8 + length + (length & 1)
+    return chunks
+
+
+def _gif_extension_blocks(data: bytes, at_most: int) -> int:
+    """How many extension sub-blocks a GIF holds before its first image, counted up to
+    `at_most` (after the header and colour table: 0x21, a label, then sub-blocks of a
+    length byte and that many bytes up to a 0; 0x2C starts an image)."""
+    if len(data) < 13:
+        return 0
+    position = 13 + ((3 << ((data[10] & 7) + 1)) if data[10] & 0x80 else 0)  # the global colour table
+    blocks = 0
+    while position < len(data) and data[position] == 0x21 and blocks < at_most:
+        position += 2
+        while position < len(data) and data[position] and blocks < at_most:
+            blocks += 1
+            position += 1 + data[position]
+        position += 1
+    return blocks
 
 
 def _fit(rgb: np.ndarray, max_pixels: int | None) -> np.ndarray:

@@ -192,6 +192,36 @@ def many_strips_tiff(path: Path) -> Path:
     return save(Image.new("L", (1, 70_000), 128), path, format="TIFF", tiffinfo={278: 1})
 
 
+def odd_header_tiff(path: Path) -> Path:
+    """many_strips_tiff's file with the byte-order mark Pillow also takes ("MM*\\0", said
+    to be invalid), which once slipped past a check that knew only the valid two."""
+    many_strips_tiff(path)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"II*\0"
+    data[2:4] = b"\0*"  # "II\0*": Pillow reads it little-endian all the same
+    path.write_bytes(bytes(data))
+    return path
+
+
+def many_comments_gif(path: Path) -> Path:
+    """A GIF of 8x8 pixels after 50,000 comment blocks (Pillow joins comments in quadratic time)."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, format="GIF")
+    data = buffer.getvalue()
+    start = data.index(b"\x2c", 13 + ((3 << ((data[10] & 7) + 1)) if data[10] & 0x80 else 0))
+    path.write_bytes(data[:start] + b"!\xfe\x01c\x00" * 50_000 + data[start:])
+    return path
+
+
+def large_exif_png(path: Path) -> Path:
+    """A PNG whose eXIf chunk is 2 MB (Pillow makes an object per value of its tags)."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    path.write_bytes(data[:-12] + png_chunk(b"eXIf", b"MM\0*" + b"\0" * 2_000_000) + data[-12:])
+    return path
+
+
 def many_chunks_png(path: Path) -> Path:
     """A small PNG with 60,000 empty private chunks before its end."""
     buffer = io.BytesIO()
@@ -226,7 +256,10 @@ BAD_FILES = {
     "wrapped.blp": (jpeg_in_blp, "format read here"),
     "jpeg.tif": (jpeg_tiff, "JPEG-compressed"),
     "rle.bmp": (rle_bmp, "RLE-compressed"),
-    "strips.tif": (many_strips_tiff, "70,000 strips"),
+    "strips.tif": (many_strips_tiff, "70,000 values"),
+    "odd_header.tif": (odd_header_tiff, "70,000 values"),
+    "comments.gif": (many_comments_gif, "extension blocks"),
+    "exif.png": (large_exif_png, "EXIF block"),
     "chunks.png": (many_chunks_png, "more than 50,000 chunks"),
     "maxval.jpg": (pgm_past_16_bits, "corrupt"),
     "short_header.png": (short_header_png, "corrupt"),
