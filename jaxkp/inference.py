@@ -29,7 +29,7 @@ import cv2
 import jax
 import numpy as np
 from flax import nnx
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from jaxkp.detect import FaceDetector, Faces, overlap
@@ -91,6 +91,12 @@ MAX_PNG_CHUNKS = 50_000
 MAX_TIFF_TAG_VALUES = MAX_TIFF_STRIPS
 MAX_EXIF_BYTES = 1_000_000
 MAX_GIF_EXTENSION_BLOCKS = 1_000
+# All of a TIFF's first directory's values together (a 12 MP TIFF's strip tables, colour
+# map, ICC profile and XMP are a few MB): 2,500 tags sharing one 512 KB block took 7.5 s
+# and 2.7 GB.
+MAX_TIFF_TAG_BYTES = 16_000_000
+TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,
+                   16: 8, 17: 8, 18: 8}  # each value's bytes, by the entry's type
 TIFF_PREFIXES = (b"II*\0", b"MM\0*", b"II\0*", b"MM*\0")  # Pillow opens the last two, byte order by the first two
 # Larger photos are decoded reduced (JPEG: at decode time) to at most this many
 # pixels; results are still given in the original photo's pixels. A 12 MP phone
@@ -132,8 +138,15 @@ def batch_plan(count: int) -> list[int]:
                          sorted(best[max(0, needed - size)][1] + [size], reverse=True)) for size in BATCH_SIZES))
     return best[count][1]
 
-# EXIF orientations that swap width and height.
+# EXIF orientations that swap width and height, and how each is undone. Only the
+# orientation is read from a photo's EXIF, by _exif_orientation: Pillow's own reader
+# (getexif, exif_transpose) copies each entry's data, so 1 MB of EXIF whose thousand
+# entries all point at the same bytes cost 0.8 s and 1.2 GB, and a 15 KB PNG whose
+# compressed text chunk held such EXIF 1.7 s and 2 GB (the seventh review).
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+ORIENTATION_TRANSPOSES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                          4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                          6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 
 
 class ImageError(ValueError):
@@ -201,16 +214,18 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
             raise ImageError(f"this JPEG has {scans} scans (at most {MAX_JPEG_SCANS} are read; a progressive JPEG "
                              f"has about 10)")
     try:
-        if image.getexif().get(0x0112, 1) in TRANSPOSING_ORIENTATIONS:
-            width, height = height, width
         if image.format in JPEG_FORMATS:
             shrink = 1.0 if max_pixels is None else min(1.0, math.sqrt(max_pixels / (width * height)))
             luma_only = gray and image.mode in ("RGB", "YCbCr")
             if shrink < 1.0 or luma_only:
                 image.draft("L" if luma_only else image.mode,
                             (math.ceil(image.size[0] * shrink), math.ceil(image.size[1] * shrink)))
-        image.load()
-        image = ImageOps.exif_transpose(image)
+        image.load()  # (a PNG's eXIf may follow its pixels)
+        orientation = _orientation(image)
+        if orientation in TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+        if orientation in ORIENTATION_TRANSPOSES:
+            image = image.transpose(ORIENTATION_TRANSPOSES[orientation])
         if max_pixels is not None and image.size[0] * image.size[1] > max_pixels:
             if image.mode not in REDUCIBLE_MODES and image.mode not in WIDE_MODES:
                 image = image.convert("RGB")  # palette and 1-bit: their values are no intensities
@@ -300,6 +315,37 @@ def _open_image(source: str | Path | bytes) -> Image.Image:
     return image
 
 
+def _orientation(image: Image.Image) -> int:
+    """A photo's EXIF orientation (1 to 8; 1 when it has none): a TIFF's own tag, or the
+    Orientation entry of the EXIF block a JPEG, PNG, WebP or HEIC carries."""
+    if image.format == "TIFF":
+        value = image.tag_v2.get(274, 1)
+    else:
+        value = _exif_orientation(image.info.get("exif"))
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _exif_orientation(exif: bytes | None) -> int:
+    """The Orientation entry (0x0112, one SHORT) of an EXIF block's first directory, read
+    alone (1 when absent or unreadable)."""
+    if not isinstance(exif, bytes):
+        return 1
+    if exif.startswith(b"Exif\0\0"):
+        exif = exif[6:]
+    if exif[:2] not in (b"II", b"MM"):
+        return 1
+    order = "<" if exif[:2] == b"II" else ">"
+    try:
+        directory = struct.unpack_from(order + "I", exif, 4)[0]
+        for index in range(min(struct.unpack_from(order + "H", exif, directory)[0], 4096)):
+            tag, kind, count = struct.unpack_from(order + "HHI", exif, directory + 2 + 12 * index)
+            if tag == 0x0112 and kind == 3 and count == 1:
+                return struct.unpack_from(order + "H", exif, directory + 10 + 12 * index)[0]
+    except struct.error:
+        return 1
+    return 1
+
+
 def _costly_layout(data: bytes) -> str | None:
     """Why a PNG or TIFF is refused before Pillow opens it (opening walks every chunk, or
     every strip's offset, in Python: 7 s for 2,000,000 chunks, 3 s for 1,000,000 strips),
@@ -312,8 +358,12 @@ def _costly_layout(data: bytes) -> str | None:
             return f"this PNG's EXIF block is over {MAX_EXIF_BYTES / 1e6:g} MB"
     elif data[:4] in (b"II+\0", b"MM\0+"):
         return "a BigTIFF is not read; save the photo as a TIFF, PNG or JPEG"
-    elif data[:4] in TIFF_PREFIXES and (values := _tiff_most_values(data)) > MAX_TIFF_TAG_VALUES:
-        return f"this TIFF has a tag of {values:,} values (at most {MAX_TIFF_TAG_VALUES:,} strips are read)"
+    elif data[:4] in TIFF_PREFIXES:
+        values, value_bytes = _tiff_values(data)
+        if values > MAX_TIFF_TAG_VALUES:
+            return f"this TIFF has a tag of {values:,} values (at most {MAX_TIFF_TAG_VALUES:,} strips are read)"
+        if value_bytes > MAX_TIFF_TAG_BYTES:
+            return f"this TIFF's tags hold {value_bytes / 1e6:.0f} MB (at most {MAX_TIFF_TAG_BYTES / 1e6:g} MB)"
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         if max((length for kind, length in _riff_chunks(data) if kind == b"EXIF"), default=0) > MAX_EXIF_BYTES:
             return f"this WebP's EXIF block is over {MAX_EXIF_BYTES / 1e6:g} MB"
@@ -322,9 +372,11 @@ def _costly_layout(data: bytes) -> str | None:
     return None
 
 
-def _tiff_most_values(data: bytes) -> int:
+def _tiff_values(data: bytes) -> tuple[int, int]:
     """The most values any entry of a TIFF's first directory declares (a strip's or tile's
-    offset each, for StripOffsets and TileOffsets), but its ColorMap (3 x 2**bits at most)."""
+    offset each, for StripOffsets and TileOffsets), but its ColorMap (3 x 2**bits at most),
+    and the bytes all its entries' values take (Pillow copies each entry's, even when
+    they all point at the same bytes)."""
     order = "<" if data[:2] == b"II" else ">"
     try:
         directory = struct.unpack_from(order + "I", data, 4)[0]
@@ -332,8 +384,9 @@ def _tiff_most_values(data: bytes) -> int:
         declared = [struct.unpack_from(order + "HHI", data, directory + 2 + 12 * index)
                     for index in range(entries)]
     except struct.error:
-        return 0  # a damaged header: Pillow says so
-    return max((count for tag, _, count in declared if tag != 320), default=0)
+        return 0, 0  # a damaged header: Pillow says so
+    value_bytes = sum(count * TIFF_TYPE_BYTES.get(kind, 1) for _, kind, count in declared)
+    return max((count for tag, _, count in declared if tag != 320), default=0), value_bytes
 
 
 def _png_chunks(data: bytes, at_most: int) -> list[tuple[bytes, int]]:

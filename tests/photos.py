@@ -222,6 +222,23 @@ def large_exif_png(path: Path) -> Path:
     return path
 
 
+def shared_exif_png(path: Path, entries: int = 1000, shared_bytes: int = 400_000) -> Path:
+    """A 64x32 PNG whose 400 KB EXIF block says Orientation 6 (turned a quarter), then has
+    `entries` more entries that all point at the same bytes: Pillow's EXIF reader copies
+    each entry's data (1,000 such entries of 1 MB cost 1.2 GB)."""
+    count = entries + 1
+    start = 8 + 2 + 12 * count + 4  # the shared bytes, after the header and the directory
+    directory = struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+    directory += b"".join(struct.pack(">HHII", 0x9000 + index, 7, shared_bytes - 1, start + 1)
+                          for index in range(entries))
+    exif = b"MM\0*" + struct.pack(">I", 8) + struct.pack(">H", count) + directory + b"\0" * 4 + b"\0" * shared_bytes
+    buffer = io.BytesIO()
+    Image.new("L", (64, 32), 128).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    path.write_bytes(data[:-12] + png_chunk(b"eXIf", exif) + data[-12:])
+    return path
+
+
 def many_chunks_png(path: Path) -> Path:
     """A small PNG with 60,000 empty private chunks before its end."""
     buffer = io.BytesIO()

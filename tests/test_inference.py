@@ -13,8 +13,17 @@ from jaxkp.detect import Faces, nearest_face_boxes
 from jaxkp.examples import compose_faces
 from jaxkp.gate import GATE_BATCHES
 from jaxkp.geometry import MIRROR, TRAINING_IMAGE_CROP
-from jaxkp.inference import BATCH_SIZES, PHOTO_FORMATS, ImageError, batch_plan, load_photo
-from photos import ASTRONAUT, BAD_FILES, CAMERA, exif_rotated_astronaut, five_faces, save, sixteen_bit_astronaut
+from jaxkp.inference import BATCH_SIZES, PHOTO_FORMATS, ImageError, batch_plan, load_photo, read_photo
+from photos import (
+    ASTRONAUT,
+    BAD_FILES,
+    CAMERA,
+    exif_rotated_astronaut,
+    five_faces,
+    save,
+    shared_exif_png,
+    sixteen_bit_astronaut,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,6 +163,20 @@ def test_every_allowed_photo_format_reads_the_same_pixels(tmp_path, form):
     assert decoded.shape == original.shape
     assert np.abs(decoded.astype(int) - original).mean() < (12 if name in ("GIF", "HEIF") else 0.01)
     assert name in PHOTO_FORMATS
+
+
+def test_only_the_orientation_is_read_from_a_photos_exif(tmp_path):
+    """EXIF whose thousand entries share one block of bytes cost Pillow's reader a copy
+    each (1.2 GB for 1 MB of EXIF); the orientation alone is read, and still applied."""
+    import tracemalloc
+
+    path = shared_exif_png(tmp_path / "shared.png")
+    tracemalloc.start()
+    photo = read_photo(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert photo.pixels.shape[:2] == (64, 32) and (photo.width, photo.height) == (32, 64)  # turned a quarter
+    assert peak < 50e6, peak  # Pillow's own reader: 1,000 copies of 400 KB
 
 
 def test_any_face_count_is_read_in_fixed_batch_shapes_without_padding_waste(pipeline):
