@@ -82,14 +82,17 @@ LIVE_MAX_PIXELS = 2_000_000
 UPLOAD_ROOT = Path(get_upload_folder())
 # Outputs are written inside Gradio's cache, so Gradio hands them out without
 # another copy; each request prunes those older than OUTPUT_MAX_AGE_S and, past
-# OUTPUT_MAX_BYTES in all, the oldest.
+# OUTPUT_MAX_BYTES in all, the oldest. Two clients sending noise photos without pause
+# (3.5 MB of answer each, 8 a second) filled 64 MB in 3.5 s, pushing out an answer's
+# images before a slow client fetched them; a quarter of the upload folder's cap (250
+# MB) keeps each answer for 9 s or more under that load, minutes otherwise.
 OUTPUT_DIR = UPLOAD_ROOT / "jaxkp-outputs"
 OUTPUT_MAX_AGE_S = 300
-OUTPUT_MAX_BYTES = 64_000_000
 # The whole upload folder, whatever clients upload without calling an endpoint
 # (JAXKP_UPLOADS_MAX_BYTES sets it for a smaller disk); an upload request may carry at
 # most one file's worth.
 UPLOADS_MAX_BYTES = int(os.environ.get("JAXKP_UPLOADS_MAX_BYTES", 1_000_000_000))
+OUTPUT_MAX_BYTES = UPLOADS_MAX_BYTES // 4
 UPLOAD_REQUEST_MAX_BYTES = MAX_VIDEO_UPLOAD_BYTES + 1_000_000
 # Any other request body: a JSON payload, or a live frame inline (at most 4 MB, in base64).
 REQUEST_MAX_BYTES = 8_000_000
