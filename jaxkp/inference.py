@@ -91,10 +91,15 @@ MAX_PNG_CHUNKS = 50_000
 MAX_TIFF_TAG_VALUES = MAX_TIFF_STRIPS
 MAX_EXIF_BYTES = 1_000_000
 MAX_GIF_EXTENSION_BLOCKS = 1_000
+# A JPEG's segments before its image (a photo has tens: APPn, DQT, DHT, SOF), and a
+# binary PPM's header (a few numbers and perhaps a comment).
+MAX_JPEG_HEADER_STEPS = 1_000
+MAX_PPM_HEADER_BYTES = 4_096
 # All of a TIFF's first directory's values together (a 12 MP TIFF's strip tables, colour
 # map, ICC profile and XMP are a few MB): 2,500 tags sharing one 512 KB block took 7.5 s
 # and 2.7 GB.
 MAX_TIFF_TAG_BYTES = 16_000_000
+TIFF_SUB_DIRECTORIES = (34665, 34853)  # the EXIF and GPS directories, which Pillow's TIFF reader also reads
 TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,
                    16: 8, 17: 8, 18: 8}  # each value's bytes, by the entry's type
 TIFF_PREFIXES = (b"II*\0", b"MM\0*", b"II\0*", b"MM*\0")  # Pillow opens the last two, byte order by the first two
@@ -347,10 +352,20 @@ def _exif_orientation(exif: bytes | None) -> int:
 
 
 def _costly_layout(data: bytes) -> str | None:
-    """Why a PNG or TIFF is refused before Pillow opens it (opening walks every chunk, or
-    every strip's offset, in Python: 7 s for 2,000,000 chunks, 3 s for 1,000,000 strips),
-    or None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+    """Why a photo is refused before Pillow opens it, or None. Pillow reads headers in
+    Python, a marker, chunk, block or byte at a time (7 s for a PNG of 2,000,000 chunks,
+    3 s for a TIFF of 1,000,000 strips, 4.7 s for a JPEG of 5,000,000 empty segments, 4 s
+    for a PPM header of 20 MB of comment), and some decoders take far more memory than
+    the file says (an animated WebP of 96 bytes: 1.2 GB)."""
+    if data.startswith(b"\xff\xd8"):
+        segments = _jpeg_header_steps(data, MAX_JPEG_HEADER_STEPS + 1)
+        if segments > MAX_JPEG_HEADER_STEPS:
+            return f"this JPEG has more than {MAX_JPEG_HEADER_STEPS:,} header segments or fill bytes before its image"
+    elif data[:2] in (b"P1", b"P2", b"P3", b"P7"):
+        return "a plain-text PPM/PGM/PBM (or a PAM) is not read; save the photo as a binary PPM, PNG or JPEG"
+    elif data[:2] in (b"P4", b"P5", b"P6") and not _ppm_header_ends_within(data, MAX_PPM_HEADER_BYTES):
+        return f"this PPM's header is longer than {MAX_PPM_HEADER_BYTES:,} bytes"
+    elif data.startswith(b"\x89PNG\r\n\x1a\n"):
         chunks = _png_chunks(data, MAX_PNG_CHUNKS + 1)
         if len(chunks) > MAX_PNG_CHUNKS:
             return f"this PNG has more than {MAX_PNG_CHUNKS:,} chunks"
@@ -367,26 +382,39 @@ def _costly_layout(data: bytes) -> str | None:
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         if max((length for kind, length in _riff_chunks(data) if kind == b"EXIF"), default=0) > MAX_EXIF_BYTES:
             return f"this WebP's EXIF block is over {MAX_EXIF_BYTES / 1e6:g} MB"
+        if data[12:16] == b"VP8X" and len(data) >= 30 and data[20] & 0x02:  # an animation: its canvas
+            width, height = int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+            if width * height > WORKING_MAX_PIXELS:
+                return (f"an animated WebP of {width}x{height} pixels is not read (at most "
+                        f"{WORKING_MAX_PIXELS / 1e6:g} megapixels)")
     elif data[:3] == b"GIF" and _gif_extension_blocks(data, MAX_GIF_EXTENSION_BLOCKS + 1) > MAX_GIF_EXTENSION_BLOCKS:
         return f"this GIF has more than {MAX_GIF_EXTENSION_BLOCKS:,} extension blocks before its image"
     return None
 
 
 def _tiff_values(data: bytes) -> tuple[int, int]:
-    """The most values any entry of a TIFF's first directory declares (a strip's or tile's
-    offset each, for StripOffsets and TileOffsets), but its ColorMap (3 x 2**bits at most),
-    and the bytes all its entries' values take (Pillow copies each entry's, even when
-    they all point at the same bytes)."""
+    """The most values any entry of a TIFF's first directory, or of the EXIF and GPS
+    directories it points to, declares (a strip's or tile's offset each, for StripOffsets
+    and TileOffsets), but a ColorMap (3 x 2**bits at most), and the bytes all their
+    entries' values take (Pillow reads all three, and copies each entry's values even when
+    they all point at the same bytes: 2,500 EXIF entries sharing 512 KB took 1.4 GB)."""
     order = "<" if data[:2] == b"II" else ">"
+    declared: list[tuple[int, int, int, int]] = []
     try:
-        directory = struct.unpack_from(order + "I", data, 4)[0]
-        entries = struct.unpack_from(order + "H", data, directory)[0]
-        declared = [struct.unpack_from(order + "HHI", data, directory + 2 + 12 * index)
-                    for index in range(entries)]
+        directories = [struct.unpack_from(order + "I", data, 4)[0]]
+        for directory in directories:
+            entries = struct.unpack_from(order + "H", data, directory)[0]
+            for index in range(entries):
+                tag, kind, count, value = struct.unpack_from(order + "HHII", data, directory + 2 + 12 * index)
+                declared.append((tag, kind, count, value))
+                if tag in TIFF_SUB_DIRECTORIES and count == 1 and len(directories) < 3 and value not in directories:
+                    directories.append(value)
     except struct.error:
-        return 0, 0  # a damaged header: Pillow says so
-    value_bytes = sum(count * TIFF_TYPE_BYTES.get(kind, 1) for _, kind, count in declared)
-    return max((count for tag, _, count in declared if tag != 320), default=0), value_bytes
+        pass  # a damaged header: Pillow says so; what was read still counts
+    value_bytes = sum(count * TIFF_TYPE_BYTES.get(kind, 1) for _, kind, count, _ in declared)
+    # Values that Pillow makes an object each: numbers, not bytes or text (a MakerNote may be 100 KB).
+    numbers = (count for tag, kind, count, _ in declared if tag != 320 and kind not in (1, 2, 6, 7))
+    return max(numbers, default=0), value_bytes
 
 
 def _png_chunks(data: bytes, at_most: int) -> list[tuple[bytes, int]]:
@@ -420,13 +448,60 @@ def _gif_extension_blocks(data: bytes, at_most: int) -> int:
         return 0
     position = 13 + ((3 << ((data[10] & 7) + 1)) if data[10] & 0x80 else 0)  # the global colour table
     blocks = 0
-    while position < len(data) and data[position] == 0x21 and blocks < at_most:
+    while position < len(data) and data[position] not in (0x2C, 0x3B) and blocks < at_most:
+        if data[position] != 0x21:  # a stray byte: Pillow skips it, one at a time
+            blocks += 1
+            position += 1
+            continue
         position += 2
         while position < len(data) and data[position] and blocks < at_most:
             blocks += 1
             position += 1 + data[position]
         position += 1
     return blocks
+
+
+def _jpeg_header_steps(data: bytes, at_most: int) -> int:
+    """How many marker segments and stray bytes a JPEG has before its first scan, counted
+    up to `at_most` (Pillow reads them in Python, keeping each APP segment)."""
+    position, steps = 2, 0
+    while position + 4 <= len(data) and steps < at_most:
+        steps += 1
+        if data[position] != 0xFF:  # a stray byte (or a fill byte below): read one at a time
+            position += 1
+            continue
+        marker = data[position + 1]
+        if marker == 0xDA:
+            break
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            position += 1 if marker == 0xFF else 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return steps
+
+
+def _ppm_header_ends_within(data: bytes, limit: int) -> bool:
+    """Whether a binary PPM/PGM/PBM's header (magic, width, height and, but for P4, the
+    maximum value, each after whitespace or comments) ends within `limit` bytes (a
+    damaged header within them is left for Pillow to name)."""
+    end = min(len(data), limit)
+    position, tokens = 2, 0
+    while tokens < (2 if data[:2] == b"P4" else 3):
+        while position < end and (data[position] in b" \t\r\n\x0b\x0c" or data[position] == 0x23):
+            if data[position] == 0x23:  # a comment, to the line's end
+                newline = data.find(b"\n", position, end)
+                if newline < 0:
+                    return len(data) < limit
+                position = newline + 1
+            else:
+                position += 1
+        start = position
+        while position < end and data[position] in b"0123456789":
+            position += 1
+        if position == start:
+            return position < end or len(data) < limit
+        tokens += 1
+    return position < limit
 
 
 def _fit(rgb: np.ndarray, max_pixels: int | None) -> np.ndarray:

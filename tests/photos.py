@@ -239,6 +239,69 @@ def shared_exif_png(path: Path, entries: int = 1000, shared_bytes: int = 400_000
     return path
 
 
+def _small_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), 128).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def many_segments_jpeg(path: Path) -> Path:
+    """A 16x16 JPEG after 2,000 empty comment segments (Pillow reads each in Python: 5,000,000
+    of them, 20 MB, took 4.7 s and 880 MB)."""
+    data = _small_jpeg()
+    path.write_bytes(data[:2] + b"\xff\xfe\x00\x02" * 2000 + data[2:])
+    return path
+
+
+def plain_pgm(path: Path) -> Path:
+    """A plain-text PGM (Pillow parses each value in Python: 10 MP took 3.3 s)."""
+    path.write_bytes(b"P2\n2 2\n255\n0 64 128 255\n")
+    return path
+
+
+def long_header_ppm(path: Path) -> Path:
+    """A binary PPM whose header holds a 5,000-byte comment (read a byte at a time: 20 MB took 4 s)."""
+    path.write_bytes(b"P6\n#" + b"x" * 5000 + b"\n2 2\n255\n" + bytes(12))
+    return path
+
+
+def stray_bytes_gif(path: Path) -> Path:
+    """A GIF with 2,000 stray bytes before its image, which Pillow skips one at a time."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, format="GIF")
+    data = buffer.getvalue()
+    start = data.index(b"\x2c", 13 + ((3 << ((data[10] & 7) + 1)) if data[10] & 0x80 else 0))
+    path.write_bytes(data[:start] + b"\0" * 2000 + data[start:])
+    return path
+
+
+def large_canvas_animated_webp(path: Path) -> Path:
+    """The start of an animated WebP with a 7999x7999 canvas: 30 bytes (libwebp's animation
+    decoder takes the whole canvas several times: 96 bytes once cost 1.2 GB)."""
+    vp8x = bytes([0x02, 0, 0, 0]) + (7998).to_bytes(3, "little") * 2
+    body = b"WEBP" + b"VP8X" + struct.pack("<I", len(vp8x)) + vp8x
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def shared_exif_directory_tiff(path: Path, entries: int = 300, shared_bytes: int = 100_000) -> Path:
+    """An 8x8 gray TIFF whose EXIF directory (tag 34665) has `entries` entries that all point
+    at the same bytes: Pillow's TIFF reader reads that directory too, copying each entry's
+    data (2,500 entries sharing 512 KB took 1.4 GB)."""
+    main = [(256, 3, 1, 8), (257, 3, 1, 8), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 4, 1, 0), (278, 3, 1, 8), (279, 4, 1, 64), (34665, 4, 1, 0)]
+    main_at, exif_at = 8, 8 + 2 + 12 * len(main) + 4
+    shared_at = exif_at + 2 + 12 * entries + 4
+    pixels_at = shared_at + shared_bytes
+    main[5], main[8] = (273, 4, 1, pixels_at), (34665, 4, 1, exif_at)
+    def directory(items: list[tuple[int, int, int, int]]) -> bytes:
+        return struct.pack("<H", len(items)) + b"".join(struct.pack("<HHII", *item) for item in items) + b"\0" * 4
+    exif = [(0x9000 + index, 7, shared_bytes, shared_at) for index in range(entries)]
+    data = b"II*\0" + struct.pack("<I", main_at) + directory(main) + directory(exif) + bytes(shared_bytes) + bytes(64)
+    path.write_bytes(data)
+    return path
+
+
 def many_chunks_png(path: Path) -> Path:
     """A small PNG with 60,000 empty private chunks before its end."""
     buffer = io.BytesIO()
@@ -277,6 +340,12 @@ BAD_FILES = {
     "odd_header.tif": (odd_header_tiff, "70,000 values"),
     "comments.gif": (many_comments_gif, "extension blocks"),
     "exif.png": (large_exif_png, "EXIF block"),
+    "segments.jpg": (many_segments_jpeg, "header segments"),
+    "plain.pgm": (plain_pgm, "plain-text"),
+    "long_header.ppm": (long_header_ppm, "header is longer"),
+    "stray.gif": (stray_bytes_gif, "extension blocks"),
+    "canvas.webp": (large_canvas_animated_webp, "animated WebP"),
+    "exif_directory.tif": (shared_exif_directory_tiff, "tags hold 30 MB"),
     "chunks.png": (many_chunks_png, "more than 50,000 chunks"),
     "maxval.jpg": (pgm_past_16_bits, "corrupt"),
     "short_header.png": (short_header_png, "corrupt"),
