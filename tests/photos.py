@@ -302,6 +302,18 @@ def shared_exif_directory_tiff(path: Path, entries: int = 300, shared_bytes: int
     return path
 
 
+def huge_tile_tiff(path: Path) -> Path:
+    """A 16x16 TIFF declaring one 4096x4096 tile (libtiff decodes whole tiles: a 24,576-pixel
+    one took 4.9 s and 1.9 GB)."""
+    entries = [(256, 3, 1, 16), (257, 3, 1, 16), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+               (322, 3, 1, 4096), (323, 3, 1, 4096), (324, 4, 1, 0), (325, 4, 1, 256)]
+    pixels_at = 8 + 2 + 12 * len(entries) + 4
+    entries[7] = (324, 4, 1, pixels_at)
+    directory = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *entry) for entry in entries)
+    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + directory + b"\0" * 4 + bytes(256))
+    return path
+
+
 def many_chunks_png(path: Path) -> Path:
     """A small PNG with 60,000 empty private chunks before its end."""
     buffer = io.BytesIO()
@@ -346,6 +358,7 @@ BAD_FILES = {
     "stray.gif": (stray_bytes_gif, "extension blocks"),
     "canvas.webp": (large_canvas_animated_webp, "animated WebP"),
     "exif_directory.tif": (shared_exif_directory_tiff, "tags hold 30 MB"),
+    "huge_tile.tif": (huge_tile_tiff, "tiles"),
     "chunks.png": (many_chunks_png, "more than 50,000 chunks"),
     "maxval.jpg": (pgm_past_16_bits, "corrupt"),
     "short_header.png": (short_header_png, "corrupt"),
