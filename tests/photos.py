@@ -203,14 +203,19 @@ def odd_header_tiff(path: Path) -> Path:
     return path
 
 
-def many_comments_gif(path: Path) -> Path:
-    """A GIF of 8x8 pixels after 50,000 comment blocks (Pillow joins comments in quadratic time)."""
+def gif_with_before_its_image(path: Path, inserted: bytes) -> Path:
+    """An 8x8 GIF with `inserted` between its header (and colour table) and its image."""
     buffer = io.BytesIO()
     Image.new("L", (8, 8), 128).save(buffer, format="GIF")
     data = buffer.getvalue()
     start = data.index(b"\x2c", 13 + ((3 << ((data[10] & 7) + 1)) if data[10] & 0x80 else 0))
-    path.write_bytes(data[:start] + b"!\xfe\x01c\x00" * 50_000 + data[start:])
+    path.write_bytes(data[:start] + inserted + data[start:])
     return path
+
+
+def many_comments_gif(path: Path) -> Path:
+    """A GIF of 8x8 pixels after 50,000 comment blocks (Pillow joins comments in quadratic time)."""
+    return gif_with_before_its_image(path, b"!\xfe\x01c\x00" * 50_000)
 
 
 def large_exif_png(path: Path) -> Path:
@@ -267,12 +272,7 @@ def long_header_ppm(path: Path) -> Path:
 
 def stray_bytes_gif(path: Path) -> Path:
     """A GIF with 2,000 stray bytes before its image, which Pillow skips one at a time."""
-    buffer = io.BytesIO()
-    Image.new("L", (8, 8), 128).save(buffer, format="GIF")
-    data = buffer.getvalue()
-    start = data.index(b"\x2c", 13 + ((3 << ((data[10] & 7) + 1)) if data[10] & 0x80 else 0))
-    path.write_bytes(data[:start] + b"\0" * 2000 + data[start:])
-    return path
+    return gif_with_before_its_image(path, b"\0" * 2000)
 
 
 def large_canvas_animated_webp(path: Path) -> Path:
