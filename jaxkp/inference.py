@@ -205,6 +205,8 @@ def read_photo(source: str | Path | bytes | Image.Image | np.ndarray,
     if isinstance(source, np.ndarray):
         height, width = source.shape[:2]
         return _working_photo(_array_to_rgb(source, max_pixels), width, height, max_pixels, gray)
+    if isinstance(source, (str, Path)):
+        source = _read_file(source)  # once: the layout checks, the scan count and Pillow all read these bytes
     image = source if isinstance(source, Image.Image) else _open_image(source)
     width, height = image.size
     if width == 0 or height == 0:
@@ -280,32 +282,33 @@ def _reduction(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
     return across, down
 
 
-def _jpeg_scans(source: str | Path | bytes) -> int:
+def _jpeg_scans(data: bytes) -> int:
     """How many scans (start-of-scan markers) a JPEG holds, its embedded thumbnails' too:
     inside a scan's coded data a 0xFF byte is followed by 0x00 or a restart marker, never
     by 0xDA, so each 0xFF 0xDA starts a scan."""
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     return data.count(b"\xff\xda")
 
 
-def _open_image(source: str | Path | bytes) -> Image.Image:
+def _read_file(path: str | Path) -> bytes:
     try:
-        refusal = _costly_layout(source if isinstance(source, bytes) else Path(source).read_bytes())
+        return Path(path).read_bytes()
     except FileNotFoundError:
-        raise ImageError(f"file not found: {source}") from None
+        raise ImageError(f"file not found: {path}") from None
     except OSError as error:
         raise ImageError(f"cannot read image: {error}") from None
+
+
+def _open_image(data: bytes) -> Image.Image:
+    refusal = _costly_layout(data)
     if refusal:
         raise ImageError(refusal)
     try:
         with warnings.catch_warnings():
             # Our own pixel limit refuses bombs with a clearer message.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=PHOTO_FORMATS)
-    except FileNotFoundError:
-        raise ImageError(f"file not found: {source}") from None
+            image = Image.open(io.BytesIO(data), formats=PHOTO_FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(_describe_unreadable(source)) from None
+        raise ImageError(_describe_unreadable(data)) from None
     except Image.DecompressionBombError:
         # Pillow's own refusal, far past MAX_PIXELS; said in this module's words.
         raise ImageError(f"image too large (limit {MAX_PIXELS / 1e6:g} megapixels)") from None
@@ -545,9 +548,9 @@ IMAGE_SIGNATURES = {
 }
 
 
-def _describe_unreadable(source: str | Path | bytes) -> str:
+def _describe_unreadable(data: bytes) -> str:
     """Why PIL could not identify a file: empty, not an image at all, or a damaged one."""
-    head = source[:32] if isinstance(source, bytes) else Path(source).open("rb").read(32)
+    head = data[:32]
     if not head:
         return "the file is empty (0 bytes)"
     kind = next((name for magic, name in IMAGE_SIGNATURES.items() if head.startswith(magic)), None)
