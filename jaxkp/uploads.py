@@ -116,11 +116,11 @@ class FolderCap:
         self._in_use: collections.Counter[str] = collections.Counter()
         self._kept: set[str] = set()
         self._lock = threading.Lock()
-        # What the last prune counted (bytes, files; None before the first); the uploads
-        # arriving: their number and the files they may bring; and the bytes uploads have
-        # brought since the last prune began its walk (which it may not have seen).
+        # What the last prune counted (bytes, files; None before the first); the files the
+        # uploads arriving may bring; and the bytes uploads have brought since the last
+        # prune began its walk (which it may not have seen).
         self._held: tuple[int, int] | None = None
-        self._arriving_uploads = self._arriving_files = self._arriving_bytes = 0
+        self._arriving_files = self._arriving_bytes = 0
         self._prune_lock = threading.Lock()  # one walk at a time, so the last to end saw the most
 
     @contextlib.contextmanager
@@ -161,7 +161,6 @@ class FolderCap:
             with self._lock:
                 if self._held is not None and (self.max_files is None or self._held[1] + self._arriving_files
                                                + files <= self.max_files):
-                    self._arriving_uploads += 1
                     self._arriving_files += files
                     return True
             if attempt == 0:
@@ -186,7 +185,6 @@ class FolderCap:
         bytes stay counted until a prune finds them) counts as files from the prune that follows."""
         self.prune()  # first, so that what it left counts before its files are given back
         with self._lock:
-            self._arriving_uploads -= 1
             self._arriving_files -= files
 
     def prune(self, room_bytes: int = 0, room_files: int = 0) -> int:
