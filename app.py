@@ -40,7 +40,7 @@ from jaxkp.draw import annotate, face_crops
 from jaxkp.examples import example_paths
 from jaxkp.geometry import shrink_by
 from jaxkp.inference import MAX_FACES, ImageError, Photo, read_photo
-from jaxkp.limits import BodyLimit, EndpointLines, limit_stream_idle
+from jaxkp.limits import BodyLimit, ClientShares, EndpointLines, limit_stream_idle
 from jaxkp.pose import describe_pose
 from jaxkp.track import FaceTracker
 from jaxkp.uploads import NOT_UPLOADED, FolderCap, UploadRefused, read_upload, uploaded_file
@@ -73,6 +73,13 @@ WAITING = {"predict": 24, "video": 2, "live": 4}
 BUSY = {"predict": "The app is busy: too many photos are waiting. Try again in a moment.",
         "video": "Busy: other videos are being tracked. Try again soon.",
         "live": "Busy: too many live streams. Try again soon."}
+# And one client may hold only this many of an endpoint's places, running or waiting
+# (past it, HTTP 503 at once): one client's 12 threads once kept /predict's line full
+# for as long as they sent, and every other client got "busy".
+PER_CLIENT = {"predict": 6, "video": 1, "live": 2}
+CLIENT_BUSY = {"predict": f"You already have {PER_CLIENT['predict']} photos in line: wait for one to finish.",
+               "video": "Your other video is still being tracked: wait for it to finish.",
+               "live": f"You already have {PER_CLIENT['live']} live streams: close one first."}
 LIVE_PLACES = 6
 STREAM_IDLE_S = 5.0
 # Live frames over this are refused from their header, before decoding.
@@ -102,6 +109,14 @@ UPLOADS_MAX_FILES = int(os.environ.get("JAXKP_UPLOADS_MAX_FILES", 5_000))
 # caps with only young files, a new upload is refused (HTTP 503) instead.
 UPLOADS_MIN_AGE_S = float(os.environ.get("JAXKP_UPLOADS_MIN_AGE_S", FolderCap.MIN_AGE_S))
 UPLOADS = FolderCap(UPLOAD_ROOT, UPLOADS_MAX_BYTES, UPLOADS_MAX_FILES, UPLOADS_MIN_AGE_S)
+# What one client may bring within that age (JAXKP_UPLOADS_CLIENT_SHARE of each cap), and
+# how many of its uploads may arrive at once (of UPLOADS_IN_FLIGHT): one client's flood of
+# uploads kept every other client's refused (503) while it lasted.
+UPLOADS_CLIENT_SHARE = float(os.environ.get("JAXKP_UPLOADS_CLIENT_SHARE", 0.4))
+UPLOADS_IN_FLIGHT = 32
+UPLOAD_SHARES = ClientShares(max_bytes=int(UPLOADS_MAX_BYTES * UPLOADS_CLIENT_SHARE),
+                             max_files=int(UPLOADS_MAX_FILES * UPLOADS_CLIENT_SHARE),
+                             max_arriving=UPLOADS_IN_FLIGHT // 4, window_s=UPLOADS_MIN_AGE_S)
 # Gradio's routes that the app does not use and that would run work outside its limits:
 # /process_recording runs ffmpeg (a 1920x1080 zoom and x264 encode per "zoom effect" the
 # form lists, no timeout) on any file, unqueued.
@@ -446,7 +461,8 @@ def build_app() -> gr.Blocks:
     # (/gradio_api/run/..., /gradio_api/api/...) and so past every limit here are closed
     # (Gradio closes them on a Space by itself, not elsewhere).
     app.queue(default_concurrency_limit=CONCURRENCY, api_open=False)
-    EndpointLines.install(app._queue, WAITING, BUSY, on_join=freshen_named_uploads)
+    EndpointLines.install(app._queue, WAITING, BUSY, on_join=freshen_named_uploads, per_client=PER_CLIENT,
+                          client_busy=CLIENT_BUSY)
     return app
 
 
@@ -460,10 +476,22 @@ UPLOADS.watch()
 # past it the oldest session's state goes (a live stream's tracker starts afresh).
 SESSIONS_KEPT = 1_000
 
+# Who a request comes from (each client's share of the places and of the upload room) is
+# the address of whoever connects, unless that is a trusted proxy (uvicorn's
+# FORWARDED_ALLOW_IPS, by default only this machine): then it is the last address the
+# proxy chain appended to X-Forwarded-For that is not itself a trusted proxy. A Space is
+# reached only through Hugging Face's proxies, on private addresses (without this every
+# visitor would be one client, theirs); an address a client writes into the header
+# itself comes before the proxies' and is never used.
+SPACE_PROXIES = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,127.0.0.1,::1,fc00::/7"
+if os.environ.get("SPACE_ID"):
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", SPACE_PROXIES)
+
 if __name__ == "__main__":
     # run_history=False: no run history page, whose routes call the Hub with a client's token.
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_VIDEO_UPLOAD_BYTES,
                 state_session_capacity=SESSIONS_KEPT, run_history=False,
                 app_kwargs={"middleware": [Middleware(BodyLimit, upload_bytes=UPLOAD_REQUEST_MAX_BYTES,
                                                        other_bytes=REQUEST_MAX_BYTES, space=UPLOADS,
-                                                       closed=CLOSED_ROUTES, files_per_upload=1)]})
+                                                       shares=UPLOAD_SHARES, closed=CLOSED_ROUTES,
+                                                       files_per_upload=1, uploads_in_flight=UPLOADS_IN_FLIGHT)]})

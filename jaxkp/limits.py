@@ -6,22 +6,29 @@ takes an upload of any number of files, however slowly it comes. Three guards, i
 
 - `EndpointLines`: each endpoint waits in its own line of a fixed length; past it
   a submission is refused at once (HTTP 503, with the endpoint's message), so a
-  flood on one endpoint never fills another's line.
+  flood on one endpoint never fills another's line; and one client may hold only a
+  few places of an endpoint (running or waiting), so its flood never fills the line
+  for the other clients.
 - `limit_stream_idle`: a stream whose client sends no frame for a few seconds is
   closed, and its place freed.
 - `BodyLimit`: a request body larger than a limit (one for uploads, a small one
   for everything else: a JSON payload or a live frame) is cut off (HTTP 413) while
   it arrives, before it is written to disk or parsed in memory, and so is one that
   stops arriving (408); an upload gets its room in the upload folder before its
-  body is read, or HTTP 503; Gradio's routes that the app does not use answer 404;
+  body is read, or HTTP 503, and one client may bring only a share of that room
+  (and of the uploads arriving at once) in any minute; Gradio's routes that the app does not use answer 404;
   a client that drops its upload costs one log line, not a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import ipaddress
 import json
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -32,13 +39,36 @@ from starlette.requests import ClientDisconnect
 log = logging.getLogger("jaxkp.app")
 
 
+def client_address(client: Any) -> str:
+    """Who sent a request, for the per-client shares: its peer's address as the server
+    has it (`scope["client"]`, a request's `.client`). Behind a proxy, uvicorn puts the
+    address the proxy forwarded there, if the proxy is trusted (FORWARDED_ALLOW_IPS; the
+    app sets it on a Space). An IPv6 address counts by its /64 network: one subscriber
+    commonly holds all of one, and could otherwise send from 2**64 addresses."""
+    host = (client[0] if isinstance(client, tuple | list) else getattr(client, "host", None)) if client else None
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return str(host)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 class EndpointLines(queueing.Queue):
     """Gradio's queue with a waiting line per endpoint: `lines` maps an api_name to how
-    many of its submissions may wait (those running are not counted), `busy` to the
-    message a refused one gets. Made by `install`, on the queue Blocks.queue() built."""
+    many of its submissions may wait (those running are not counted), `per_client` to how
+    many one client may have there, running or waiting, and `busy` and `client_busy` to
+    the messages a refused one gets. Made by `install`, on the queue Blocks.queue() built."""
 
     lines: Mapping[str, int] = {}
+    per_client: Mapping[str, int] = {}
     busy: Mapping[str, str] = {}
+    client_busy: Mapping[str, str] = {}
     default_line = 8  # for an endpoint `lines` does not name
     _push_lock: asyncio.Lock | None = None
     # Called with each submission's inputs as it joins a line (the app marks the files
@@ -47,10 +77,21 @@ class EndpointLines(queueing.Queue):
 
     @classmethod
     def install(cls, queue: queueing.Queue, lines: Mapping[str, int], busy: Mapping[str, str],
-                on_join: Callable[[list], None] | None = None) -> None:
+                on_join: Callable[[list], None] | None = None, per_client: Mapping[str, int] | None = None,
+                client_busy: Mapping[str, str] | None = None) -> None:
         queue.__class__ = cls
         queue.lines, queue.busy, queue.on_join = dict(lines), dict(busy), on_join
+        queue.per_client, queue.client_busy = dict(per_client or {}), dict(client_busy or {})
         queue.max_size = None  # the lines bound the waiting instead
+
+    def held_by(self, client: str, concurrency_id: str) -> int:
+        """How many of an endpoint's places `client` holds: its submissions waiting in the
+        line and those running (a live stream runs until it ends)."""
+        line = self.event_queue_per_concurrency_id.get(concurrency_id)
+        waiting = list(line.queue) if line is not None else []
+        running = [event for job in self.active_jobs if job for event in job]
+        return sum(1 for event in waiting + running if event.concurrency_id == concurrency_id
+                   and client_address(getattr(event.request, "client", None)) == client)
 
     async def push(self, body: Any, request: Any, username: str | None) -> tuple[bool, Any, str]:
         try:
@@ -61,6 +102,14 @@ class EndpointLines(queueing.Queue):
         if self._push_lock is None:
             self._push_lock = asyncio.Lock()
         async with self._push_lock:  # one push at a time, so no line overfills
+            share = self.per_client.get(fn.api_name)
+            if share is not None:
+                client = client_address(getattr(request, "client", None))
+                if self.held_by(client, fn.concurrency_id) >= share:
+                    log.info("refused %s: a client already holds %d places", fn.api_name, share)
+                    message = self.client_busy.get(
+                        fn.api_name, f"You already have {share} requests here: wait for one to finish.")
+                    return False, message, "queue_full"
             line = self.event_queue_per_concurrency_id.get(fn.concurrency_id)
             if line is not None and len(line.queue) >= limit:
                 log.info("refused %s: its line of %d is full", fn.api_name, limit)
@@ -101,6 +150,90 @@ class UploadSpace(Protocol):
     def end_upload(self, files: int) -> None: ...
 
 
+class ClientShares:
+    """Each client's share of the uploads: what it brought in the last `window_s` seconds
+    (at most `max_bytes` and `max_files`), and how many of its uploads arrive at once (at
+    most `max_arriving`). The window is the upload folder's youngest age that may be
+    pruned (FolderCap.min_age_s), so what a client brought within it is the room it holds
+    that no other client's upload can free: with a share under the folder's cap, one
+    client's flood leaves room for the rest. At most `max_clients` clients are followed
+    at once (those whose window is empty are forgotten first); past them every upload
+    is refused until some windows empty."""
+
+    def __init__(self, max_bytes: int, max_files: int, max_arriving: int, window_s: float,
+                 max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.max_bytes, self.max_files, self.max_arriving = max_bytes, max_files, max_arriving
+        self.window_s, self.max_clients, self.clock = window_s, max_clients, clock
+        # Per client: [second, bytes, files] per second of the window, oldest first, and their sums.
+        self._slots: dict[str, collections.deque[list]] = {}
+        self._totals: dict[str, list[int]] = {}
+        self._arriving: collections.Counter[str] = collections.Counter()
+
+    def begin(self, client: str) -> str | None:
+        """Lets one more upload of `client`'s in, counting it as a file; None, or why not
+        (for the log)."""
+        totals = self._expire(client)
+        if totals is None:
+            return f"more than {self.max_clients} clients uploading"
+        if self._arriving[client] >= self.max_arriving:
+            return f"{self.max_arriving} of its uploads already arriving"
+        if totals[1] + 1 > self.max_files:
+            return f"{self.max_files} files within {self.window_s:g} s"
+        self._arriving[client] += 1
+        self._count(client, 0, 1)
+        return None
+
+    def take(self, client: str, size: int) -> bool:
+        """Counts `size` more bytes of `client`'s arriving upload, if its share has room."""
+        totals = self._expire(client)
+        if totals is None or totals[0] + size > self.max_bytes:
+            return False
+        self._count(client, size, 0)
+        return True
+
+    def end(self, client: str) -> None:
+        """One of `client`'s uploads has ended (what it brought stays counted for the window)."""
+        self._arriving[client] -= 1
+        if self._arriving[client] <= 0:
+            del self._arriving[client]
+
+    def clients(self) -> int:
+        return len(self._totals)
+
+    def _count(self, client: str, size: int, files: int) -> None:
+        second = math.floor(self.clock())
+        slots, totals = self._slots[client], self._totals[client]
+        if slots and slots[-1][0] == second:
+            slots[-1][1] += size
+            slots[-1][2] += files
+        else:
+            slots.append([second, size, files])
+        totals[0] += size
+        totals[1] += files
+
+    def _expire(self, client: str) -> list[int] | None:
+        """`client`'s sums over the window, made if new (None: too many clients)."""
+        now = self.clock()
+        slots = self._slots.get(client)
+        if slots is None:
+            if len(self._totals) >= self.max_clients:
+                for other in list(self._totals):
+                    self._expire(other)
+                    if not self._slots[other] and not self._arriving[other]:
+                        del self._slots[other], self._totals[other]
+                self._arriving += collections.Counter()  # drops the zero counts the look added
+                if len(self._totals) >= self.max_clients:
+                    return None
+            slots = self._slots[client] = collections.deque()
+            self._totals[client] = [0, 0]
+        totals = self._totals[client]
+        while slots and slots[0][0] <= now - self.window_s - 1:
+            _, size, files = slots.popleft()
+            totals[0] -= size
+            totals[1] -= files
+        return totals
+
+
 class BodyLimit:
     """ASGI middleware that bounds request bodies, and uploads above all:
 
@@ -113,6 +246,9 @@ class BodyLimit:
       `uploads_in_flight` arrive at once (503 past them), and each is counted in the
       upload folder (`space`) as its bytes arrive: with no room left, it is refused
       or cut off (503), so the folder never passes its caps;
+    - and in its client's share (`shares`: what one client may bring in a minute, and
+      how many of its uploads may arrive at once): past it, refused or cut off (503),
+      so one client's flood leaves room for the others;
     - a request that declares both a length and chunks is refused (400): the server
       frames it one way, a guard reading the length the other;
     - routes in `closed` answer 404 (Gradio's own routes that the app does not use
@@ -121,12 +257,14 @@ class BodyLimit:
     """
 
     BUSY = "The app cannot take more uploads just now. Try again in a minute."
+    CLIENT_BUSY = "You have uploaded a lot in the last minute. Try again in a minute."
 
     def __init__(self, app: Callable[..., Awaitable[None]], upload_bytes: int, other_bytes: int,
-                 space: UploadSpace | None = None, upload_path: str = "/gradio_api/upload",
+                 space: UploadSpace | None = None, shares: ClientShares | None = None,
+                 upload_path: str = "/gradio_api/upload",
                  closed: tuple[str, ...] = (), files_per_upload: int = 1, uploads_in_flight: int = 32,
                  idle_s: float = 10.0, min_rate: float = 64_000, grace_s: float = 10.0):
-        self.app, self.space, self.upload_path, self.closed = app, space, upload_path, closed
+        self.app, self.space, self.shares, self.upload_path, self.closed = app, space, shares, upload_path, closed
         self.upload_bytes, self.other_bytes = upload_bytes, other_bytes
         self.files_per_upload, self.uploads_in_flight = files_per_upload, uploads_in_flight
         self.in_flight = 0
@@ -159,6 +297,13 @@ class BodyLimit:
             log.info("refused an upload: %d uploads already arriving", self.in_flight)
             await self._answer(send, 503, self.BUSY)
             return
+        client = client_address(scope.get("client"))
+        if self.shares is not None:
+            why = self.shares.begin(client)
+            if why is not None:
+                log.info("refused an upload: its client has brought its share (%s)", why)
+                await self._answer(send, 503, self.CLIENT_BUSY)
+                return
         files = self.files_per_upload
         self.in_flight += 1
         try:
@@ -167,16 +312,19 @@ class BodyLimit:
                 await self._answer(send, 503, self.BUSY)
                 return
             try:
-                await self._guarded(scope, receive, send, limit, upload=True, boundary=_boundary(headers))
+                await self._guarded(scope, receive, send, limit, upload=True, boundary=_boundary(headers),
+                                    client=client)
             finally:
                 if self.space is not None:
                     await asyncio.to_thread(self.space.end_upload, files)
         finally:
             self.in_flight -= 1
+            if self.shares is not None:
+                self.shares.end(client)
 
     async def _guarded(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]], limit: int, upload: bool = False,
-                       boundary: bytes | None = None) -> None:
+                       boundary: bytes | None = None, client: str = "") -> None:
         """Runs the request with its body guarded; an upload's bytes are counted in the
         upload folder (`space.take`) as they arrive."""
         loop = asyncio.get_running_loop()
@@ -207,6 +355,8 @@ class BodyLimit:
                 tail = window[-(len(boundary) - 1):]
                 if parts > self.files_per_upload + 1:  # the parts, and the closing delimiter
                     raise Refused(413, f"At most {self.files_per_upload} file(s) an upload.")
+            if upload and self.shares is not None and chunk and not self.shares.take(client, len(chunk)):
+                raise Refused(503, self.CLIENT_BUSY)
             if upload and self.space is not None and chunk:
                 # Counted at once while there is room; only a prune (a walk of the folder) waits in a thread.
                 if not (self.space.take(len(chunk), may_prune=False)

@@ -28,6 +28,13 @@ from hub_server import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def as_client(address: str | None) -> dict[str, str]:
+    """Headers that make a request come from `address`: the app trusts X-Forwarded-For
+    from a proxy on its own machine (uvicorn's default), so a test can speak as several
+    clients, as Hugging Face's proxies make a Space's visitors several."""
+    return {"X-Forwarded-For": address} if address else {}
+
+
 class AppProcess:
     def __init__(self, workdir: Path, env: dict[str, str] | None = None):
         self.upload_root = workdir / "gradio"
@@ -61,18 +68,19 @@ class AppProcess:
             self.process.kill()
         self.log.close()
 
-    def upload(self, path: Path, name: str | None = None) -> str:
+    def upload(self, path: Path, name: str | None = None, client: str | None = None) -> str:
         """POST /gradio_api/upload: the path Gradio stored the file at (sent as `name`)."""
         with path.open("rb") as handle:
             response = httpx.post(self.url + "/gradio_api/upload", files={"files": (name or path.name, handle)},
-                                  timeout=60)
+                                  headers=as_client(client), timeout=60)
         response.raise_for_status()
         return response.json()[0]
 
-    def submit(self, payload: object, api: str = "predict") -> httpx.Response:
-        """POST /gradio_api/call/<api> with one raw input."""
+    def submit(self, payload: object, api: str = "predict", client: str | None = None) -> httpx.Response:
+        """POST /gradio_api/call/<api> with one raw input, from `client` (an address) if given."""
         data = [payload] + ([None] if api == "live" else [])
-        return httpx.post(f"{self.url}/gradio_api/call/{api}", json={"data": data}, timeout=10)
+        return httpx.post(f"{self.url}/gradio_api/call/{api}", json={"data": data}, headers=as_client(client),
+                          timeout=10)
 
     def result(self, event_id: str, timeout: float = 60, api: str = "predict") -> tuple[str, object]:
         """The SSE answer to an event: ("complete", outputs) or ("error", message); a
@@ -153,7 +161,7 @@ class LiveClient:
     the first frame, listen on the session's event stream, post each further frame to
     /gradio_api/stream/<event_id>. `outputs` holds the arrival time of each processed frame."""
 
-    def __init__(self, app: AppProcess):
+    def __init__(self, app: AppProcess, client: str | None = None):
         self.url = app.url
         self.fn_index, self.trigger_id = app.dependency("live")
         self.session = uuid.uuid4().hex[:12]
@@ -162,7 +170,7 @@ class LiveClient:
         self.messages: list[dict] = []
         self.closed = threading.Event()
         self.closed_at: float | None = None
-        self.http = httpx.Client(timeout=10)
+        self.http = httpx.Client(timeout=10, headers=as_client(client))
 
     def body(self, frame: str) -> dict:
         return {"data": [{"path": None, "url": frame, "meta": {"_type": "gradio.FileData"}}, None],

@@ -104,9 +104,9 @@ def test_a_64_megapixel_photo_costs_bounded_memory_and_disk(app, tmp_path):
 def test_a_flood_past_the_queue_is_refused_at_once_and_a_real_request_still_completes(app, tmp_path):
     photo = {"path": app.upload(ASTRONAUT), "meta": {"_type": "gradio.FileData"}}
 
-    def submit(_: int) -> tuple[int, float, str | None]:
+    def submit(index: int) -> tuple[int, float, str | None]:
         start = time.monotonic()
-        response = app.submit(photo)
+        response = app.submit(photo, client=f"198.51.100.{index % 8}")  # eight clients: past the line's 24
         event_id = response.json().get("event_id") if response.status_code == 200 else None
         return response.status_code, time.monotonic() - start, event_id
 
@@ -127,6 +127,31 @@ def test_a_flood_past_the_queue_is_refused_at_once_and_a_real_request_still_comp
     assert event == "complete" and len(outputs[2]["faces"]) == 1
     for event_id in accepted:  # the accepted ones were all served
         assert app.result(event_id)[0] == "complete"
+
+
+def test_one_client_holds_only_its_share_of_the_line_and_another_is_served_meanwhile(app, tmp_path):
+    """One client with 12 threads once kept /predict's line full, and every other client
+    got "busy" for as long as it sent. A client now holds at most PER_CLIENT["predict"]
+    places, running or waiting: the rest of its flood is refused at once, with a message
+    that says why, and another client's photo is taken and answered while it lasts."""
+    import app as served
+
+    share = served.PER_CLIENT["predict"]
+    four = save(Image.fromarray(compose_faces(4, size=(1600, 1200), seed=3)), tmp_path / "four.png", format="PNG")
+    photo = {"path": app.upload(four), "meta": {"_type": "gradio.FileData"}}
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        flood = list(pool.map(lambda _: app.submit(photo, client="203.0.113.9"), range(36)))
+        honest = app.submit(photo, client="203.0.113.10")  # while the flood's photos run
+    accepted = [response.json()["event_id"] for response in flood if response.status_code == 200]
+    refused = [response.json()["detail"] for response in flood if response.status_code == 503]
+    print(f"one client's 36 photos: {len(accepted)} taken, {len(refused)} refused")
+    assert len(accepted) + len(refused) == len(flood)
+    assert share <= len(accepted) < 36 // 2 and set(refused) == {served.CLIENT_BUSY["predict"]}
+    assert honest.status_code == 200
+    event, outputs = app.result(honest.json()["event_id"], timeout=120)
+    assert event == "complete" and outputs[2]["faces"]
+    for event_id in accepted:
+        assert app.result(event_id, timeout=120)[0] == "complete"
 
 
 def test_heic_photo_with_exif_orientation(app, tmp_path):

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app_process import AppProcess, LiveClient, frame_data_url
+from app_process import AppProcess, LiveClient, as_client, frame_data_url
 from jaxkp.examples import moving_faces_clip
 from photos import ASTRONAUT
 from test_video import ffmpeg, write_clip
@@ -91,14 +91,17 @@ def test_playlists_and_scripts_never_make_ffmpeg_open_another_file(app, tmp_path
     assert "Traceback" not in app.log_path.read_text()
 
 
-def test_a_video_flood_waits_in_its_own_short_line_and_photos_are_served(app, tmp_path):
+def test_a_video_flood_waits_in_its_own_short_line_and_photos_are_served(app, served, tmp_path):
     clip = write_clip(tmp_path / "clip.mp4", moving_faces_clip(90, faces=2, speed=2.0))
     payload = {"path": app.upload(clip), "meta": FILE_DATA}
-    responses = [app.submit(payload, "video") for _ in range(12)]
+    responses = [app.submit(payload, "video", client=f"198.51.100.{index}") for index in range(12)]
     accepted = [r.json()["event_id"] for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code == 503]
     assert 1 <= len(accepted) <= 3 and len(accepted) + len(refused) == 12
     assert all("Busy" in r.json()["detail"] for r in refused)
+    # One client, one video at a time: its second is refused, and told why, while its first runs.
+    again = app.submit(payload, "video", client="198.51.100.0")
+    assert again.status_code == 503 and again.json()["detail"] == served.CLIENT_BUSY["video"]
     # While the videos run and wait, photos are neither refused nor queued behind them.
     for _ in range(3):
         response = app.submit({"path": app.upload(ASTRONAUT), "meta": FILE_DATA})
@@ -111,11 +114,15 @@ def test_a_video_flood_waits_in_its_own_short_line_and_photos_are_served(app, tm
 
 def test_abandoned_streams_free_their_places_and_live_clients_share_the_cores(app, served):
     frames = [frame_data_url(frame) for frame in moving_faces_clip(30, faces=1, speed=2.0)]
-    # Clients that send one frame and vanish, as many as there are live places.
-    abandoned = [LiveClient(app) for _ in range(served.LIVE_PLACES)]
+    # Clients that send one frame and vanish, as many as there are live places (two
+    # streams each, a client's most: a third is refused, and told why).
+    share = served.PER_CLIENT["live"]
+    abandoned = [LiveClient(app, client=f"198.51.100.{index // share}") for index in range(served.LIVE_PLACES)]
     for client in abandoned:
         assert client.start(frames[0]).status_code == 200
-    honest = [LiveClient(app) for _ in range(4)]
+    third = LiveClient(app, client="198.51.100.0").start(frames[0])
+    assert third.status_code == 503 and third.json()["detail"] == served.CLIENT_BUSY["live"]
+    honest = [LiveClient(app, client=f"203.0.113.{index}") for index in range(4)]
     start = time.monotonic()
     threads = []
     for client in honest:
@@ -167,7 +174,8 @@ def test_an_oversized_upload_is_cut_off_as_it_arrives(app, served):
 
     try:
         response = httpx.post(app.url + "/gradio_api/upload", content=body(), timeout=120,
-                              headers={"content-type": "multipart/form-data; boundary=b"})
+                              headers={"content-type": "multipart/form-data; boundary=b",
+                                       **as_client("198.51.100.200")})  # its share of the room spent alone
         assert response.status_code in (400, 413, 503)  # no length: it reserves 301 MB, past this cap
     except httpx.HTTPError:
         pass  # the server may close the connection while the client still sends
@@ -190,9 +198,9 @@ def test_a_flood_of_uploads_neither_passes_the_cap_nor_pushes_out_another_client
     junk.write_bytes(rng.integers(0, 256, 24_000_000, dtype=np.uint8).tobytes())
     statuses, peak = [], 0
     for index in range(10):  # 240 MB against a 150 MB folder, uploaded without calling any endpoint
-        with junk.open("rb") as handle:
+        with junk.open("rb") as handle:  # by five clients, each within its share
             response = httpx.post(app.url + "/gradio_api/upload", files={"files": (f"junk{index}.jpg", handle)},
-                                  timeout=60)
+                                  headers=as_client(f"198.51.100.{index % 5}"), timeout=60)
         statuses.append(response.status_code)
         peak = max(peak, app.disk_bytes())
     print(f"upload statuses {statuses}; upload folder peak {peak / 1e6:.0f} MB")
@@ -206,6 +214,33 @@ def test_a_flood_of_uploads_neither_passes_the_cap_nor_pushes_out_another_client
     event, outputs = app.call_file(ASTRONAUT)
     assert event == "complete" and len(outputs[2]["faces"]) == 1
     assert app.disk_bytes() <= UPLOADS_CAP + app.start_bytes + 2e6
+    assert "Traceback" not in app.log_path.read_text()
+
+
+def test_one_clients_uploads_take_only_its_share_of_the_folder(app, served, tmp_path):
+    """A client may bring JAXKP_UPLOADS_CLIENT_SHARE of the folder's cap within the age
+    under which files are never pruned: past it, its uploads are refused or cut off (503,
+    saying why) while another client's still get room; once its files age, it may upload
+    again. (One client's flood once kept every other client's uploads refused.)"""
+    share = int(UPLOADS_CAP * served.UPLOADS_CLIENT_SHARE)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(np.random.default_rng(1).integers(0, 256, share // 3, dtype=np.uint8).tobytes())
+    time.sleep(UPLOADS_MIN_AGE_S + 2)  # this client's earlier uploads (other tests) out of its window
+    answers = []
+    for index in range(5):
+        with junk.open("rb") as handle:
+            response = httpx.post(app.url + "/gradio_api/upload", files={"files": (f"junk{index}.bin", handle)},
+                                  headers=as_client("203.0.113.77"), timeout=60)
+        answers.append((response.status_code, response.json()))
+    assert [status for status, _ in answers] == [200, 200, 503, 503, 503]
+    assert {detail["detail"] for _, detail in answers[2:]} == {"You have uploaded a lot in the last minute. "
+                                                                "Try again in a minute."}
+    # Another client meanwhile: room, and an answer.
+    path = app.upload(ASTRONAUT, client="203.0.113.78")
+    event, outputs = app.call({"path": path, "meta": FILE_DATA})
+    assert event == "complete" and len(outputs[2]["faces"]) == 1
+    time.sleep(UPLOADS_MIN_AGE_S + 2)  # the flooding client's window has passed
+    assert app.upload(ASTRONAUT, client="203.0.113.77")
     assert "Traceback" not in app.log_path.read_text()
 
 

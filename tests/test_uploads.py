@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+from jaxkp.limits import ClientShares, client_address
 from jaxkp.uploads import FolderCap
 
 
@@ -114,3 +115,50 @@ def test_a_dropped_uploads_file_counts_and_goes_first(tmp_path):
     assert cap.prune() > 0  # over the cap: the dropped upload's file goes, the photo and the arriving one stay
     assert not dropped.exists() and arriving.exists() and photo.exists()
     assert not cap.take(100_000)  # the arriving upload's file counts: no room for that much more
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_client_brings_at_most_its_share_within_the_window_and_others_are_counted_apart():
+    clock = Clock()
+    shares = ClientShares(max_bytes=100, max_files=3, max_arriving=2, window_s=10, clock=clock)
+    assert shares.begin("a") is None and shares.take("a", 60) and not shares.take("a", 41)
+    assert shares.take("a", 40)  # exactly its share
+    assert shares.begin("b") is None and shares.take("b", 100)  # another client's share is its own
+    shares.end("a")
+    clock.now += 5
+    assert not shares.take("a", 1)  # still within the window
+    clock.now += 7  # the first second's bytes are past the window
+    assert shares.take("a", 100)
+    # Files: at most three begun within the window; two arriving at once.
+    assert [shares.begin("c") for _ in range(2)] == [None, None]
+    assert "arriving" in shares.begin("c")
+    shares.end("c")
+    assert shares.begin("c") is None  # its third file
+    shares.end("c")
+    assert "files" in shares.begin("c")
+
+
+def test_the_clients_followed_are_bounded_and_idle_ones_forgotten():
+    clock = Clock()
+    shares = ClientShares(max_bytes=100, max_files=10, max_arriving=2, window_s=10, max_clients=3, clock=clock)
+    for client in "abc":
+        assert shares.begin(client) is None
+    shares.end("a")
+    assert "clients" in shares.begin("d")  # a's second is still in its window
+    clock.now += 12
+    assert shares.begin("d") is None and shares.clients() == 3  # a forgotten; b and c still arriving
+
+
+def test_a_client_is_its_address_and_an_ipv6_one_its_64_network():
+    assert client_address(("203.0.113.5", 5000)) == "203.0.113.5"
+    assert client_address(("2001:db8:1:2:aaaa::1", 1)) == client_address(("2001:db8:1:2:bbbb::9", 2))
+    assert client_address(("2001:db8:1:3::1", 1)) != client_address(("2001:db8:1:2::1", 1))
+    assert client_address(("::ffff:203.0.113.5", 1)) == "203.0.113.5"
+    assert client_address(None) == "unknown"
