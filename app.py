@@ -76,7 +76,7 @@ BUSY = {"predict": "The app is busy: too many photos are waiting. Try again in a
 # And one client may hold only this many of an endpoint's places, running or waiting
 # (past it, HTTP 503 at once): one client's 12 threads once kept /predict's line full
 # for as long as they sent, and every other client got "busy".
-PER_CLIENT = {"predict": 6, "video": 1, "live": 2}
+PER_CLIENT = {"predict": 6, "video": 1, "live": 2, "show_aligned": 2}
 CLIENT_BUSY = {"predict": f"You already have {PER_CLIENT['predict']} photos in line: wait for one to finish.",
                "video": "Your other video is still being tracked: wait for it to finish.",
                "live": f"You already have {PER_CLIENT['live']} live streams: close one first."}
@@ -120,7 +120,12 @@ UPLOAD_SHARES = ClientShares(max_bytes=int(UPLOADS_MAX_BYTES * UPLOADS_CLIENT_SH
 # Gradio's routes that the app does not use and that would run work outside its limits:
 # /process_recording runs ffmpeg (a 1920x1080 zoom and x264 encode per "zoom effect" the
 # form lists, no timeout) on any file, unqueued.
-CLOSED_ROUTES = ("/gradio_api/process_recording",)
+# /cancel cancels a session's running task by its (client-chosen) session hash: a cancel
+# that landed as a task began left its place taken for good (six photos and a second of
+# cancels stopped /predict for everyone until a restart), and one that landed later freed
+# the place while the photo still ran (3 GB where two at a time take 1.1). The app's page
+# cancels nothing; a stream ends through its own /stream/<id>/close.
+CLOSED_ROUTES = ("/gradio_api/process_recording", "/gradio_api/cancel")
 # What one video may cost, set by the server, never by the file: 60 s of media, at
 # most 30 analysed frames a second (1,800 in all), frames up to 4K (reduced by ffmpeg
 # to the working size before they reach Python), 3 minutes of work on this 2-core

@@ -150,88 +150,104 @@ class UploadSpace(Protocol):
     def end_upload(self, files: int) -> None: ...
 
 
+class _Brought:
+    """One client's uploads: [second, bytes, files] per second of the window, oldest
+    first, their sums, and how many of its uploads arrive now."""
+
+    __slots__ = ("slots", "bytes", "files", "arriving")
+
+    def __init__(self) -> None:
+        self.slots: collections.deque[list[int]] = collections.deque()
+        self.bytes = self.files = self.arriving = 0
+
+
 class ClientShares:
     """Each client's share of the uploads: what it brought in the last `window_s` seconds
     (at most `max_bytes` and `max_files`), and how many of its uploads arrive at once (at
     most `max_arriving`). The window is the upload folder's youngest age that may be
     pruned (FolderCap.min_age_s), so what a client brought within it is the room it holds
     that no other client's upload can free: with a share under the folder's cap, one
-    client's flood leaves room for the rest. At most `max_clients` clients are followed
-    at once (those whose window is empty are forgotten first); past them every upload
-    is refused until some windows empty."""
+    client's flood leaves room for the rest.
+
+    At most `max_clients` clients are followed, the least recently seen forgotten first
+    once their window is empty; should all of them still be uploading, a new client is
+    counted with every other such client in one shared share (OVERFLOW): a flood from
+    thousands of addresses once made each request walk the whole table, and every new
+    client's upload was refused."""
+
+    OVERFLOW = "(clients past the table)"
 
     def __init__(self, max_bytes: int, max_files: int, max_arriving: int, window_s: float,
                  max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic):
         self.max_bytes, self.max_files, self.max_arriving = max_bytes, max_files, max_arriving
         self.window_s, self.max_clients, self.clock = window_s, max_clients, clock
-        # Per client: [second, bytes, files] per second of the window, oldest first, and their sums.
-        self._slots: dict[str, collections.deque[list]] = {}
-        self._totals: dict[str, list[int]] = {}
-        self._arriving: collections.Counter[str] = collections.Counter()
+        self._clients: collections.OrderedDict[str, _Brought] = collections.OrderedDict()  # least recent first
+        self._overflow = _Brought()
 
-    def begin(self, client: str) -> str | None:
-        """Lets one more upload of `client`'s in, counting it as a file; None, or why not
+    def account(self, client: str) -> str:
+        """The name `client`'s uploads are counted under: its own, or OVERFLOW when the
+        table holds `max_clients` clients that are all still uploading."""
+        if client in self._clients:
+            self._clients.move_to_end(client)
+            return client
+        while len(self._clients) >= self.max_clients:
+            oldest, brought = next(iter(self._clients.items()))
+            self._expire(brought)
+            if brought.slots or brought.arriving:
+                return self.OVERFLOW  # the least recently seen is still uploading: all are
+            del self._clients[oldest]
+        self._clients[client] = _Brought()
+        return client
+
+    def begin(self, account: str) -> str | None:
+        """Lets one more upload of `account`'s in, counting it as a file; None, or why not
         (for the log)."""
-        totals = self._expire(client)
-        if totals is None:
-            return f"more than {self.max_clients} clients uploading"
-        if self._arriving[client] >= self.max_arriving:
+        brought = self._brought(account)
+        if brought.arriving >= self.max_arriving:
             return f"{self.max_arriving} of its uploads already arriving"
-        if totals[1] + 1 > self.max_files:
+        if brought.files + 1 > self.max_files:
             return f"{self.max_files} files within {self.window_s:g} s"
-        self._arriving[client] += 1
-        self._count(client, 0, 1)
+        brought.arriving += 1
+        self._count(brought, 0, 1)
         return None
 
-    def take(self, client: str, size: int) -> bool:
-        """Counts `size` more bytes of `client`'s arriving upload, if its share has room."""
-        totals = self._expire(client)
-        if totals is None or totals[0] + size > self.max_bytes:
+    def take(self, account: str, size: int) -> bool:
+        """Counts `size` more bytes of `account`'s arriving upload, if its share has room."""
+        brought = self._brought(account)
+        if brought.bytes + size > self.max_bytes:
             return False
-        self._count(client, size, 0)
+        self._count(brought, size, 0)
         return True
 
-    def end(self, client: str) -> None:
-        """One of `client`'s uploads has ended (what it brought stays counted for the window)."""
-        self._arriving[client] -= 1
-        if self._arriving[client] <= 0:
-            del self._arriving[client]
+    def end(self, account: str) -> None:
+        """One of `account`'s uploads has ended (what it brought stays counted for the window)."""
+        self._brought(account).arriving -= 1
 
     def clients(self) -> int:
-        return len(self._totals)
+        """How many clients the table follows."""
+        return len(self._clients)
 
-    def _count(self, client: str, size: int, files: int) -> None:
+    def _brought(self, account: str) -> _Brought:
+        brought = self._overflow if account == self.OVERFLOW else self._clients[account]
+        self._expire(brought)
+        return brought
+
+    def _count(self, brought: _Brought, size: int, files: int) -> None:
         second = math.floor(self.clock())
-        slots, totals = self._slots[client], self._totals[client]
-        if slots and slots[-1][0] == second:
-            slots[-1][1] += size
-            slots[-1][2] += files
+        if brought.slots and brought.slots[-1][0] == second:
+            brought.slots[-1][1] += size
+            brought.slots[-1][2] += files
         else:
-            slots.append([second, size, files])
-        totals[0] += size
-        totals[1] += files
+            brought.slots.append([second, size, files])
+        brought.bytes += size
+        brought.files += files
 
-    def _expire(self, client: str) -> list[int] | None:
-        """`client`'s sums over the window, made if new (None: too many clients)."""
+    def _expire(self, brought: _Brought) -> None:
         now = self.clock()
-        slots = self._slots.get(client)
-        if slots is None:
-            if len(self._totals) >= self.max_clients:
-                for other in list(self._totals):
-                    self._expire(other)
-                    if not self._slots[other] and not self._arriving[other]:
-                        del self._slots[other], self._totals[other]
-                self._arriving += collections.Counter()  # drops the zero counts the look added
-                if len(self._totals) >= self.max_clients:
-                    return None
-            slots = self._slots[client] = collections.deque()
-            self._totals[client] = [0, 0]
-        totals = self._totals[client]
-        while slots and slots[0][0] <= now - self.window_s - 1:
-            _, size, files = slots.popleft()
-            totals[0] -= size
-            totals[1] -= files
-        return totals
+        while brought.slots and brought.slots[0][0] <= now - self.window_s - 1:
+            _, size, files = brought.slots.popleft()
+            brought.bytes -= size
+            brought.files -= files
 
 
 class BodyLimit:
@@ -279,8 +295,13 @@ class BodyLimit:
         if path in self.closed:
             await self._answer(send, 404, "Not Found")
             return
-        # Exactly the upload route: an endpoint may be named "upload" too (/call/upload).
-        upload = path == self.upload_path
+        if _names_a_url(path):
+            await self._answer(send, 404, "Not Found")
+            return
+        # Exactly the upload route (an endpoint may be named "upload" too: /call/upload), and
+        # only a POST: any other method is answered 405 by Gradio, but was counted as an
+        # upload (its place among those arriving, its client's share) until it ended.
+        upload = path == self.upload_path and scope.get("method") == "POST"
         limit = self.upload_bytes if upload else self.other_bytes
         headers = _first_headers(scope.get("headers") or [])
         declared = headers.get(b"content-length")
@@ -297,12 +318,13 @@ class BodyLimit:
             log.info("refused an upload: %d uploads already arriving", self.in_flight)
             await self._answer(send, 503, self.BUSY)
             return
-        client = client_address(scope.get("client"))
+        account = client_address(scope.get("client"))
         if self.shares is not None:
-            why = self.shares.begin(client)
+            account = self.shares.account(account)
+            why = self.shares.begin(account)
             if why is not None:
-                log.info("refused an upload: its client has brought its share (%s)", why)
-                await self._answer(send, 503, self.CLIENT_BUSY)
+                log.info("refused an upload: %s has brought its share (%s)", account, why)
+                await self._answer(send, 503, self._share_spent(account))
                 return
         files = self.files_per_upload
         self.in_flight += 1
@@ -313,18 +335,18 @@ class BodyLimit:
                 return
             try:
                 await self._guarded(scope, receive, send, limit, upload=True, boundary=_boundary(headers),
-                                    client=client)
+                                    account=account)
             finally:
                 if self.space is not None:
-                    await asyncio.to_thread(self.space.end_upload, files)
+                    self.space.end_upload(files)
         finally:
             self.in_flight -= 1
             if self.shares is not None:
-                self.shares.end(client)
+                self.shares.end(account)
 
     async def _guarded(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]], limit: int, upload: bool = False,
-                       boundary: bytes | None = None, client: str = "") -> None:
+                       boundary: bytes | None = None, account: str = "") -> None:
         """Runs the request with its body guarded; an upload's bytes are counted in the
         upload folder (`space.take`) as they arrive."""
         loop = asyncio.get_running_loop()
@@ -355,8 +377,8 @@ class BodyLimit:
                 tail = window[-(len(boundary) - 1):]
                 if parts > self.files_per_upload + 1:  # the parts, and the closing delimiter
                     raise Refused(413, f"At most {self.files_per_upload} file(s) an upload.")
-            if upload and self.shares is not None and chunk and not self.shares.take(client, len(chunk)):
-                raise Refused(503, self.CLIENT_BUSY)
+            if upload and self.shares is not None and chunk and not self.shares.take(account, len(chunk)):
+                raise Refused(503, self._share_spent(account))
             if upload and self.space is not None and chunk:
                 # Counted at once while there is room; only a prune (a walk of the folder) waits in a thread.
                 if not (self.space.take(len(chunk), may_prune=False)
@@ -379,6 +401,9 @@ class BodyLimit:
         except ClientDisconnect:
             log.info("a client dropped its request while sending it (%s)", scope.get("path"))
 
+    def _share_spent(self, account: str) -> str:
+        return self.BUSY if account == ClientShares.OVERFLOW else self.CLIENT_BUSY
+
     @staticmethod
     async def _answer(send: Callable[[dict], Awaitable[None]], status: int, detail: str) -> None:
         body = json.dumps({"detail": detail}).encode()
@@ -386,6 +411,16 @@ class BodyLimit:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _names_a_url(path: str) -> bool:
+    """Gradio's file route (`/gradio_api/file=<path or URL>`) fetches an http(s) URL it is
+    given, for anyone, with no read timeout: the app never needs it to, so no such
+    request reaches it."""
+    for route in ("/gradio_api/file=", "/gradio_api/file/", "/file=", "/file/"):
+        if path.startswith(route):
+            return path[len(route):].lstrip().lower().startswith(("http:", "https:"))
+    return False
 
 
 def _first_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:

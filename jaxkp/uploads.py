@@ -121,6 +121,8 @@ class FolderCap:
         # prune began its walk (which it may not have seen).
         self._held: tuple[int, int] | None = None
         self._arriving_files = self._arriving_bytes = 0
+        # The files uploads that have ended may have left since the last prune began its walk.
+        self._landed_files = 0
         self._prune_lock = threading.Lock()  # one walk at a time, so the last to end saw the most
 
     @contextlib.contextmanager
@@ -160,7 +162,7 @@ class FolderCap:
         for attempt in range(2):
             with self._lock:
                 if self._held is not None and (self.max_files is None or self._held[1] + self._arriving_files
-                                               + files <= self.max_files):
+                                               + self._landed_files + files <= self.max_files):
                     self._arriving_files += files
                     return True
             if attempt == 0:
@@ -181,11 +183,13 @@ class FolderCap:
         return False
 
     def end_upload(self, files: int) -> None:
-        """An upload that `begin_upload` let in has ended; what it left in the folder (its
-        bytes stay counted until a prune finds them) counts as files from the prune that follows."""
-        self.prune()  # first, so that what it left counts before its files are given back
+        """An upload that `begin_upload` let in has ended; what it left in the folder stays
+        counted (its bytes and up to `files` files) until a prune finds it on disk. (This
+        once pruned at once, a walk of the folder: a flood of small uploads queued walks,
+        each upload holding its place among those arriving until its walk ran.)"""
         with self._lock:
             self._arriving_files -= files
+            self._landed_files += files
 
     def prune(self, room_bytes: int = 0, room_files: int = 0) -> int:
         """Deletes the oldest files that nobody is using and that are old enough while
@@ -200,7 +204,7 @@ class FolderCap:
         with self._lock:
             busy, kept = set(self._in_use), set(self._kept)
             arriving_files = self._arriving_files
-            self._arriving_bytes = 0  # what arrived until now, the walk finds on disk
+            self._arriving_bytes = self._landed_files = 0  # what arrived until now, the walk finds on disk
         now = time.time()
         recent, young = now - self.BEING_WRITTEN_S, now - self.min_age_s
         # Oldest first, a dropped upload's file before any other.

@@ -292,6 +292,26 @@ def test_gradios_unused_routes_are_closed_and_only_the_upload_route_takes_upload
     response = httpx.post(app.url + "/gradio_api/call/upload", json=junk, timeout=60)
     assert response.status_code == 413
     assert httpx.get(app.url + "/gradio_api/runs", timeout=30).status_code == 404  # no run history
+    # /cancel: a cancel timed as a task began left its place taken for good.
+    assert httpx.post(app.url + "/gradio_api/cancel", json={"session_hash": "s", "fn_index": 1, "event_id": "x"},
+                      timeout=30).status_code == 404
+    # Gradio's file route fetched any public URL it was given, for anyone.
+    for url in ("http://192.0.2.1/", "https://192.0.2.1/x.png", "http%3A//192.0.2.1/"):
+        assert httpx.get(f"{app.url}/gradio_api/file={url}", timeout=30).status_code == 404
+    assert "192.0.2.1" not in app.log_path.read_text()
+
+
+def test_an_upload_holds_its_place_only_while_it_arrives(app):
+    """A client has 8 places among the uploads arriving: each upload gives its place back
+    as it ends, so uploads one after another on one kept-alive connection never run out
+    of them (and other methods on the upload route, answered 405, take none)."""
+    with httpx.Client(headers=as_client("198.51.100.150"), timeout=30) as http:
+        for _ in range(12):
+            assert http.get(app.url + "/gradio_api/upload").status_code == 405
+        for index in range(12):
+            with ASTRONAUT.open("rb") as handle:
+                response = http.post(app.url + "/gradio_api/upload", files={"files": (f"{index}.png", handle)})
+            assert response.status_code == 200, (index, response.text)
 
 
 def test_no_route_runs_a_function_outside_the_queue(app):

@@ -99,7 +99,14 @@ def test_the_file_cap_counts_the_files_uploads_may_bring(tmp_path):
     files = [write(tmp_path / f"{index}" / "empty.jpg", 0, age_s=1) for index in range(8)]
     cap = FolderCap(tmp_path, max_bytes=10**9, max_files=10, min_age_s=30)
     assert cap.begin_upload(files=2) and not cap.begin_upload(files=1)
-    cap.end_upload(files=2)
+    walks = []
+    cap._files = lambda walk=cap._files: walks.append(1) or walk()
+    cap.end_upload(files=2)  # at once: no walk of the folder
+    assert not walks
+    # What the upload left counts, though no prune has seen it yet: one file (the other
+    # file it might have brought did not come).
+    write(tmp_path / "new" / "upload.jpg", 0, age_s=0)
+    assert not cap.begin_upload(files=2) and walks  # a prune found 9 files: room for one
     assert cap.begin_upload(files=1) and all(path.exists() for path in files)
 
 
@@ -128,6 +135,7 @@ class Clock:
 def test_a_client_brings_at_most_its_share_within_the_window_and_others_are_counted_apart():
     clock = Clock()
     shares = ClientShares(max_bytes=100, max_files=3, max_arriving=2, window_s=10, clock=clock)
+    assert [shares.account(client) for client in "abc"] == ["a", "b", "c"]
     assert shares.begin("a") is None and shares.take("a", 60) and not shares.take("a", 41)
     assert shares.take("a", 40)  # exactly its share
     assert shares.begin("b") is None and shares.take("b", 100)  # another client's share is its own
@@ -145,15 +153,25 @@ def test_a_client_brings_at_most_its_share_within_the_window_and_others_are_coun
     assert "files" in shares.begin("c")
 
 
-def test_the_clients_followed_are_bounded_and_idle_ones_forgotten():
+def test_the_clients_followed_are_bounded_and_past_them_new_ones_share_one_share():
     clock = Clock()
     shares = ClientShares(max_bytes=100, max_files=10, max_arriving=2, window_s=10, max_clients=3, clock=clock)
     for client in "abc":
-        assert shares.begin(client) is None
+        assert shares.account(client) == client and shares.begin(client) is None
     shares.end("a")
-    assert "clients" in shares.begin("d")  # a's second is still in its window
+    # All three still within their window: a new client is counted in the shared overflow share.
+    assert shares.account("d") == shares.account("e") == ClientShares.OVERFLOW
+    assert shares.begin(ClientShares.OVERFLOW) is None and shares.take(ClientShares.OVERFLOW, 100)
+    assert not shares.take(ClientShares.OVERFLOW, 1)
+    shares.end(ClientShares.OVERFLOW)
+    assert shares.take("b", 100)  # the followed clients keep their own
+    shares.end("b")
     clock.now += 12
-    assert shares.begin("d") is None and shares.clients() == 3  # a forgotten; b and c still arriving
+    # a's window is empty and it is the least recently seen: forgotten for the new client;
+    # then b (c still uploading is kept).
+    assert shares.account("d") == "d" and shares.account("e") == "e"
+    assert shares.account("f") == ClientShares.OVERFLOW and shares.clients() == 3  # c, d, e
+    assert shares.take("c", 100)  # c's upload still counts as its own
 
 
 def test_a_client_is_its_address_and_an_ipv6_one_its_64_network():
