@@ -10,6 +10,9 @@ payloads). Beside them, attackers: a frame-rate bomb video (999 fps, 59,900
 frames) and an HLS playlist naming a server file, sent to /video over and over;
 live streams that send one frame and vanish, one every 2 s; 24 MB uploads that
 never call an endpoint, one a second. One honest live client streams throughout.
+Each client thread, attacker and live client speaks from its own address (the app
+counts per-client shares by X-Forwarded-For from a proxy on its own machine), so the
+attackers meet their shares as they would on a Space.
 Prints the requests served, good requests that failed (must be 0), p50/p95
 latency of the good ones, what each attack got, the honest live client's frame
 rate, and the app's RSS and disk use at the start and the end (both must stay
@@ -34,10 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from app_process import AppProcess, LiveClient, frame_data_url  # noqa: E402
+from app_process import AppProcess, LiveClient, as_client, frame_data_url  # noqa: E402
 from jaxkp.examples import compose_faces, moving_faces_clip  # noqa: E402
 from photos import ASTRONAUT, CAMERA  # noqa: E402
 from test_app_security import big_jpeg  # noqa: E402
@@ -99,7 +103,9 @@ def main() -> int:
                 payload = rng.choice(good if is_good else bad)
                 started = time.monotonic()
                 try:
-                    event, _ = app.call(payload, timeout=60)
+                    response = app.submit(payload, client=f"198.51.100.{seed}")
+                    response.raise_for_status()
+                    event, _ = app.result(response.json()["event_id"], timeout=60)
                 except Exception as error:  # noqa: BLE001 - a soak counts every failure
                     event = f"exception {type(error).__name__}"
                 seconds = time.monotonic() - started
@@ -116,9 +122,9 @@ def main() -> int:
             while time.monotonic() < deadline:
                 for name, payload in hostile.items():
                     started = time.monotonic()
-                    response = app.submit(payload, "video")
+                    response = app.submit(payload, "video", client="203.0.113.1")
                     if response.status_code == 503:
-                        outcome = "refused: busy"
+                        outcome = "refused: " + response.json()["detail"][:40]
                         time.sleep(0.5)
                     else:
                         event, answer = app.result(response.json()["event_id"], timeout=240, api="video")
@@ -129,19 +135,21 @@ def main() -> int:
 
         def live_abandoner() -> None:
             while time.monotonic() < deadline:
-                response = LiveClient(app).start(frames[0])  # one frame, then never another
+                response = LiveClient(app, client="203.0.113.2").start(frames[0])  # one frame, then no other
                 with lock:
                     outcomes[f"live abandoned stream, join HTTP {response.status_code}"] += 1
                 time.sleep(2)
 
         def upload_stuffer() -> None:
             while time.monotonic() < deadline:
-                app.upload(stuffing)
+                with stuffing.open("rb") as handle:
+                    response = httpx.post(app.url + "/gradio_api/upload", files={"files": ("s.jpg", handle)},
+                                          headers=as_client("203.0.113.3"), timeout=60)
                 with lock:
-                    outcomes["24 MB upload never used"] += 1
+                    outcomes[f"24 MB upload never used, HTTP {response.status_code}"] += 1
                 time.sleep(1)
 
-        honest_live = LiveClient(app)
+        honest_live = LiveClient(app, client="198.51.100.250")
 
         def live_viewer() -> None:
             if honest_live.start(frames[0]).status_code == 200:

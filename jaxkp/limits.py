@@ -28,7 +28,9 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -37,6 +39,29 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("jaxkp.app")
+
+
+class QuietLog:
+    """Refusals logged at most once a `every_s` seconds, the next line saying how many
+    were left out: a flood of refused requests once wrote 11,000 lines in 30 s."""
+
+    def __init__(self, every_s: float = 1.0):
+        self.every_s = every_s
+        self._last = -math.inf
+        self._left_out = 0
+
+    def info(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            self._left_out += 1
+            return
+        if self._left_out:
+            message += f" (and {self._left_out} more refusals left out of the log)"
+        self._last, self._left_out = now, 0
+        log.info(message, *args)
+
+
+refusals = QuietLog()
 
 
 def client_address(client: Any) -> str:
@@ -106,13 +131,13 @@ class EndpointLines(queueing.Queue):
             if share is not None:
                 client = client_address(getattr(request, "client", None))
                 if self.held_by(client, fn.concurrency_id) >= share:
-                    log.info("refused %s: a client already holds %d places", fn.api_name, share)
+                    refusals.info("refused %s: a client already holds %d places", fn.api_name, share)
                     message = self.client_busy.get(
                         fn.api_name, f"You already have {share} requests here: wait for one to finish.")
                     return False, message, "queue_full"
             line = self.event_queue_per_concurrency_id.get(fn.concurrency_id)
             if line is not None and len(line.queue) >= limit:
-                log.info("refused %s: its line of %d is full", fn.api_name, limit)
+                refusals.info("refused %s: its line of %d is full", fn.api_name, limit)
                 return False, self.busy.get(fn.api_name, "Busy: try again soon."), "queue_full"
             if self.on_join is not None and isinstance(getattr(body, "data", None), list):
                 self.on_join(body.data)
@@ -250,6 +275,17 @@ class ClientShares:
             brought.files -= files
 
 
+class _Arriving:
+    """An upload arriving: whose, since when, how many bytes so far, and a future set
+    when it is cut off to give its place to another."""
+
+    __slots__ = ("account", "started_at", "received", "evicted")
+
+    def __init__(self, account: str, started_at: float):
+        self.account, self.started_at, self.received = account, started_at, 0
+        self.evicted: asyncio.Future = asyncio.get_running_loop().create_future()
+
+
 class BodyLimit:
     """ASGI middleware that bounds request bodies, and uploads above all:
 
@@ -259,7 +295,9 @@ class BodyLimit:
       bytes/s since it began (after `grace_s`), is cut off (408): a trickled upload
       once held its disk, and its room in the folder, as long as its client liked;
     - an upload may carry at most `files_per_upload` files (413), at most
-      `uploads_in_flight` arrive at once (503 past them), and each is counted in the
+      `uploads_in_flight` arrive at once (past them, an upload that has brought less
+      than `min_rate` bytes/s since it began, after `contended_s`, is cut off (503) to
+      give its place to the newcomer; else the newcomer gets 503), and each is counted in the
       upload folder (`space`) as its bytes arrive: with no room left, it is refused
       or cut off (503), so the folder never passes its caps;
     - and in its client's share (`shares`: what one client may bring in a minute, and
@@ -279,12 +317,12 @@ class BodyLimit:
                  space: UploadSpace | None = None, shares: ClientShares | None = None,
                  upload_path: str = "/gradio_api/upload",
                  closed: tuple[str, ...] = (), files_per_upload: int = 1, uploads_in_flight: int = 32,
-                 idle_s: float = 10.0, min_rate: float = 64_000, grace_s: float = 10.0):
+                 idle_s: float = 10.0, min_rate: float = 64_000, grace_s: float = 10.0, contended_s: float = 1.0):
         self.app, self.space, self.shares, self.upload_path, self.closed = app, space, shares, upload_path, closed
         self.upload_bytes, self.other_bytes = upload_bytes, other_bytes
         self.files_per_upload, self.uploads_in_flight = files_per_upload, uploads_in_flight
-        self.in_flight = 0
-        self.idle_s, self.min_rate, self.grace_s = idle_s, min_rate, grace_s
+        self.arriving: list[_Arriving] = []
+        self.idle_s, self.min_rate, self.grace_s, self.contended_s = idle_s, min_rate, grace_s, contended_s
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
@@ -314,41 +352,63 @@ class BodyLimit:
         if not upload:
             await self._guarded(scope, receive, send, limit)
             return
-        if self.in_flight >= self.uploads_in_flight:
-            log.info("refused an upload: %d uploads already arriving", self.in_flight)
-            await self._answer(send, 503, self.BUSY)
-            return
         account = client_address(scope.get("client"))
         if self.shares is not None:
             account = self.shares.account(account)
             why = self.shares.begin(account)
             if why is not None:
-                log.info("refused an upload: %s has brought its share (%s)", account, why)
+                refusals.info("refused an upload: %s has brought its share (%s)", account, why)
                 await self._answer(send, 503, self._share_spent(account))
                 return
         files = self.files_per_upload
-        self.in_flight += 1
+        arriving = None
         try:
+            if len(self.arriving) >= self.uploads_in_flight and not self._cut_off_slowest():
+                refusals.info("refused an upload: %d uploads already arriving", len(self.arriving))
+                await self._answer(send, 503, self.BUSY)
+                return
+            arriving = _Arriving(account, asyncio.get_running_loop().time())
+            self.arriving.append(arriving)
             if self.space is not None and not await asyncio.to_thread(self.space.begin_upload, files):
-                log.info("refused an upload: the upload folder holds its most files")
+                refusals.info("refused an upload: the upload folder holds its most files")
                 await self._answer(send, 503, self.BUSY)
                 return
             try:
                 await self._guarded(scope, receive, send, limit, upload=True, boundary=_boundary(headers),
-                                    account=account)
+                                    arriving=arriving)
             finally:
                 if self.space is not None:
                     self.space.end_upload(files)
         finally:
-            self.in_flight -= 1
+            if arriving is not None and not arriving.evicted.done():
+                self.arriving.remove(arriving)
             if self.shares is not None:
                 self.shares.end(account)
 
+    def _cut_off_slowest(self) -> bool:
+        """With every place taken: cuts off the upload that has brought the fewest bytes
+        a second since it began, if that is under `min_rate` and it began `contended_s`
+        ago or more, and frees its place; False if none is that slow. (Five addresses
+        that sent headers and no body, reconnecting at each 408, once kept every other
+        client's upload refused: a place now costs `min_rate` while others want it.)"""
+        now = asyncio.get_running_loop().time()
+        slow = [(upload.received / (now - upload.started_at), index) for index, upload in enumerate(self.arriving)
+                if now - upload.started_at >= self.contended_s
+                and upload.received < self.min_rate * (now - upload.started_at)]
+        if not slow:
+            return False
+        _, index = min(slow)
+        upload = self.arriving.pop(index)
+        upload.evicted.set_result(None)
+        refusals.info("cut off an upload of %s's (%d bytes in %.1f s) to give its place to another",
+                      upload.account, upload.received, now - upload.started_at)
+        return True
+
     async def _guarded(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]], limit: int, upload: bool = False,
-                       boundary: bytes | None = None, account: str = "") -> None:
-        """Runs the request with its body guarded; an upload's bytes are counted in the
-        upload folder (`space.take`) as they arrive."""
+                       boundary: bytes | None = None, arriving: _Arriving | None = None) -> None:
+        """Runs the request with its body guarded; an upload's (`arriving`) bytes are
+        counted in the upload folder (`space.take`) as they arrive."""
         loop = asyncio.get_running_loop()
         started_at = loop.time()
         received = parts = 0
@@ -361,14 +421,13 @@ class BodyLimit:
                 return await receive()
             # By when the body must have brought more than it has, at `min_rate` since it began.
             due = started_at + self.grace_s + received / self.min_rate
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, min(self.idle_s, due - loop.time())))
-            except TimeoutError:
-                raise Refused(408, "The request body stopped arriving.") from None
+            message = await self._next_message(receive, max(0.0, min(self.idle_s, due - loop.time())), arriving)
             if message["type"] != "http.request":
                 return message
             chunk = message.get("body", b"")
             received += len(chunk)
+            if arriving is not None:
+                arriving.received = received
             if received > limit:
                 raise Refused(413, f"Request too large: at most {limit / 1e6:g} MB.")
             if boundary is not None:  # each part of a multipart body starts with "--" + boundary
@@ -377,8 +436,8 @@ class BodyLimit:
                 tail = window[-(len(boundary) - 1):]
                 if parts > self.files_per_upload + 1:  # the parts, and the closing delimiter
                     raise Refused(413, f"At most {self.files_per_upload} file(s) an upload.")
-            if upload and self.shares is not None and chunk and not self.shares.take(account, len(chunk)):
-                raise Refused(503, self._share_spent(account))
+            if upload and self.shares is not None and chunk and not self.shares.take(arriving.account, len(chunk)):
+                raise Refused(503, self._share_spent(arriving.account))
             if upload and self.space is not None and chunk:
                 # Counted at once while there is room; only a prune (a walk of the folder) waits in a thread.
                 if not (self.space.take(len(chunk), may_prune=False)
@@ -395,11 +454,38 @@ class BodyLimit:
         try:
             await self.app(scope, guarded_receive, tracked_send)
         except Refused as refusal:
-            log.info("refused a request body (%s, after %d bytes): %s", scope.get("path"), received, refusal.detail)
+            refusals.info("refused a request body (%s, after %d bytes): %s", scope.get("path"), received,
+                          refusal.detail)
             if not started:
                 await self._answer(send, refusal.status, refusal.detail)
         except ClientDisconnect:
-            log.info("a client dropped its request while sending it (%s)", scope.get("path"))
+            refusals.info("a client dropped its request while sending it (%s)", scope.get("path"))
+        except Exception as error:  # noqa: BLE001 - Gradio's own route failed: one line, not a traceback
+            # (Dropping several event streams of one session at once made Gradio's routes
+            # fail with a KeyError, 46 tracebacks a round; the client has gone by then.)
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            refusals.info("a route failed (%s): %s: %s at %s:%d", scope.get("path"), type(error).__name__,
+                          str(error)[:200], os.path.basename(frame.filename), frame.lineno)
+            if not started:
+                await self._answer(send, 500, "The server could not answer this request.")
+
+    async def _next_message(self, receive: Callable[[], Awaitable[dict]], timeout: float,
+                            arriving: _Arriving | None) -> dict:
+        """The body's next message within `timeout` (else 408), unless the upload is cut
+        off to give its place to another first (503)."""
+        if arriving is None:
+            try:
+                return await asyncio.wait_for(receive(), timeout)
+            except TimeoutError:
+                raise Refused(408, "The request body stopped arriving.") from None
+        receiving = asyncio.ensure_future(receive())
+        await asyncio.wait({receiving, arriving.evicted}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if receiving.done() and not arriving.evicted.done():
+            return receiving.result()
+        receiving.cancel()
+        if arriving.evicted.done():
+            raise Refused(503, self.BUSY)
+        raise Refused(408, "The request body stopped arriving.")
 
     def _share_spent(self, account: str) -> str:
         return self.BUSY if account == ClientShares.OVERFLOW else self.CLIENT_BUSY

@@ -244,6 +244,36 @@ def test_one_clients_uploads_take_only_its_share_of_the_folder(app, served, tmp_
     assert "Traceback" not in app.log_path.read_text()
 
 
+def test_uploads_that_bring_nothing_give_their_places_to_one_that_does(app, served):
+    """Addresses that sent an upload's headers and no body, and sent another at each 408,
+    once kept every other client's upload refused (28 times in 28). With every place
+    taken, the upload that has brought the fewest bytes a second (under 64 KB/s since it
+    began, a second or more ago) is now cut off (503) to give its place to a newcomer."""
+    holders = []
+    try:
+        for index in range(served.UPLOADS_IN_FLIGHT):  # eight per address, each address's most
+            holder = socket.create_connection(("127.0.0.1", app.port), timeout=30)
+            holder.sendall(f"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n"
+                           f"X-Forwarded-For: 203.0.113.{100 + index // 8}\r\n"
+                           f"Content-Type: multipart/form-data; boundary=zz\r\n\r\n".encode())
+            holders.append(holder)
+        time.sleep(1.5)
+        start = time.monotonic()
+        assert app.upload(ASTRONAUT, client="198.51.100.78")  # a place, at once
+        assert time.monotonic() - start < 5
+        cut_off = []
+        for holder in holders:
+            holder.settimeout(0.2)
+            try:
+                cut_off.append(holder.recv(4096).startswith(b"HTTP/1.1 503"))
+            except TimeoutError:
+                cut_off.append(False)
+        assert sum(cut_off) == 1
+    finally:
+        for holder in holders:
+            holder.close()
+
+
 def test_uploads_carry_few_files_and_must_keep_arriving(app):
     """An upload of more than one file is cut off (empty files once cost a prune walk each), and
     one that stops sending is cut off after 10 s instead of holding its room and its
@@ -323,6 +353,13 @@ def test_no_route_runs_a_function_outside_the_queue(app):
             response = httpx.post(f"{app.url}/gradio_api/{route}/{api}", json=payload, timeout=30)
             assert response.status_code >= 400, (route, api, response.status_code)
             assert "faces" not in response.text
+        # Gradio's examples loader once ran outside the queue, under any name, by its fn_index.
+        response = httpx.post(f"{app.url}/gradio_api/{route}/anything", json={"data": [None], "fn_index": 0},
+                              timeout=30)
+        assert response.status_code >= 400, (route, response.status_code)
+    # In the queue, a click that is no example gets one message, and the log no traceback.
+    assert app.call(None, api="load_example") == ("error", "No such example.")
+    assert "Traceback" not in app.log_path.read_text()
 
 
 def test_a_large_body_is_refused_on_every_route(app):

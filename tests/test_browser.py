@@ -33,6 +33,9 @@ def test_upload_press_and_see_keypoints(server, tmp_path):
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             source = page.locator("#annotated img").get_attribute("src")
             assert source and (".jpg" in source or source.startswith("data:image/jpeg"))
+            # An example's click loads it as the photo (through the queue, as every event goes).
+            page.locator("button.gallery-item").nth(1).click()
+            expect(page.locator("#photo img")).to_have_attribute("src", re.compile("camera"), timeout=30_000)
         finally:
             browser.close()
 
