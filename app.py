@@ -47,6 +47,9 @@ from jaxkp.uploads import NOT_UPLOADED, FolderCap, UploadRefused, read_upload, u
 from jaxkp.video import VideoBudget, VideoError, process_video
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
+# The multipart parser logs each malformed upload it meets (14,000 lines in 30 s of a
+# flood); the app's own refusals say what a client needs.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 log = logging.getLogger("jaxkp.app")
 
 PIPELINE = load_pipeline()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import json
 import logging
@@ -42,22 +43,23 @@ log = logging.getLogger("jaxkp.app")
 
 
 class QuietLog:
-    """Refusals logged at most once a `every_s` seconds, the next line saying how many
-    were left out: a flood of refused requests once wrote 11,000 lines in 30 s."""
+    """Lines logged at most once every `every_s` seconds for each kind, the next line of
+    that kind saying how many were left out: a flood of refused requests once wrote
+    11,000 lines in 30 s. Kinds are kept apart so that one flood hides no other line."""
 
     def __init__(self, every_s: float = 1.0):
         self.every_s = every_s
-        self._last = -math.inf
-        self._left_out = 0
+        self._last: dict[str, float] = {}
+        self._left_out: collections.Counter[str] = collections.Counter()
 
-    def info(self, message: str, *args: Any) -> None:
+    def info(self, kind: str, message: str, *args: Any) -> None:
         now = time.monotonic()
-        if now - self._last < self.every_s:
-            self._left_out += 1
+        if now - self._last.get(kind, -math.inf) < self.every_s:
+            self._left_out[kind] += 1
             return
-        if self._left_out:
-            message += f" (and {self._left_out} more refusals left out of the log)"
-        self._last, self._left_out = now, 0
+        if self._left_out[kind]:
+            message += f" (and {self._left_out[kind]} more like it left out of the log)"
+        self._last[kind], self._left_out[kind] = now, 0
         log.info(message, *args)
 
 
@@ -131,13 +133,13 @@ class EndpointLines(queueing.Queue):
             if share is not None:
                 client = client_address(getattr(request, "client", None))
                 if self.held_by(client, fn.concurrency_id) >= share:
-                    refusals.info("refused %s: a client already holds %d places", fn.api_name, share)
+                    refusals.info("line", "refused %s: a client already holds %d places", fn.api_name, share)
                     message = self.client_busy.get(
                         fn.api_name, f"You already have {share} requests here: wait for one to finish.")
                     return False, message, "queue_full"
             line = self.event_queue_per_concurrency_id.get(fn.concurrency_id)
             if line is not None and len(line.queue) >= limit:
-                refusals.info("refused %s: its line of %d is full", fn.api_name, limit)
+                refusals.info("line", "refused %s: its line of %d is full", fn.api_name, limit)
                 return False, self.busy.get(fn.api_name, "Busy: try again soon."), "queue_full"
             if self.on_join is not None and isinstance(getattr(body, "data", None), list):
                 self.on_join(body.data)
@@ -295,14 +297,19 @@ class BodyLimit:
       bytes/s since it began (after `grace_s`), is cut off (408): a trickled upload
       once held its disk, and its room in the folder, as long as its client liked;
     - an upload may carry at most `files_per_upload` files (413), at most
-      `uploads_in_flight` arrive at once (past them, an upload that has brought less
-      than `min_rate` bytes/s since it began, after `contended_s`, is cut off (503) to
-      give its place to the newcomer; else the newcomer gets 503), and each is counted in the
+      `uploads_in_flight` arrive at once; past them, a newcomer waits (at most
+      `admission_s`, one per client, first come first served) for a place, and an
+      upload that has brought less than `min_rate` bytes/s since it began, `contended_s`
+      or more ago, is cut off (503) to give its place to the first one waiting; and each is counted in the
       upload folder (`space`) as its bytes arrive: with no room left, it is refused
       or cut off (503), so the folder never passes its caps;
     - and in its client's share (`shares`: what one client may bring in a minute, and
       how many of its uploads may arrive at once): past it, refused or cut off (503),
       so one client's flood leaves room for the others;
+    - a body that is not an upload (JSON) may hold at most `json_items` commas, braces
+      and brackets (413): 8 MB of `{},` once parsed to 350 MB that a waiting request
+      kept, and took the event loop 1.4 s to parse (a live frame's data URL, the
+      largest body the app takes, holds none);
     - a request that declares both a length and chunks is refused (400): the server
       frames it one way, a guard reading the length the other;
     - routes in `closed` answer 404 (Gradio's own routes that the app does not use
@@ -317,11 +324,17 @@ class BodyLimit:
                  space: UploadSpace | None = None, shares: ClientShares | None = None,
                  upload_path: str = "/gradio_api/upload",
                  closed: tuple[str, ...] = (), files_per_upload: int = 1, uploads_in_flight: int = 32,
-                 idle_s: float = 10.0, min_rate: float = 64_000, grace_s: float = 10.0, contended_s: float = 1.0):
+                 idle_s: float = 10.0, min_rate: float = 64_000, grace_s: float = 10.0, contended_s: float = 1.0,
+                 json_items: int = 20_000, admission_s: float = 10.0):
         self.app, self.space, self.shares, self.upload_path, self.closed = app, space, shares, upload_path, closed
         self.upload_bytes, self.other_bytes = upload_bytes, other_bytes
         self.files_per_upload, self.uploads_in_flight = files_per_upload, uploads_in_flight
         self.arriving: list[_Arriving] = []
+        self.json_items, self.admission_s = json_items, admission_s
+        # Newcomers waiting for a place, first come first served (one per client), and the
+        # places given to some of them that they have not yet taken.
+        self._waiting: collections.OrderedDict[str, asyncio.Future] = collections.OrderedDict()
+        self._given = 0
         self.idle_s, self.min_rate, self.grace_s, self.contended_s = idle_s, min_rate, grace_s, contended_s
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
@@ -357,20 +370,20 @@ class BodyLimit:
             account = self.shares.account(account)
             why = self.shares.begin(account)
             if why is not None:
-                refusals.info("refused an upload: %s has brought its share (%s)", account, why)
+                refusals.info("upload", "refused an upload: %s has brought its share (%s)", account, why)
                 await self._answer(send, 503, self._share_spent(account))
                 return
         files = self.files_per_upload
         arriving = None
         try:
-            if len(self.arriving) >= self.uploads_in_flight and not self._cut_off_slowest():
-                refusals.info("refused an upload: %d uploads already arriving", len(self.arriving))
+            if not await self._place(account):
+                refusals.info("upload", "refused an upload: %d uploads already arriving", len(self.arriving))
                 await self._answer(send, 503, self.BUSY)
                 return
             arriving = _Arriving(account, asyncio.get_running_loop().time())
             self.arriving.append(arriving)
             if self.space is not None and not await asyncio.to_thread(self.space.begin_upload, files):
-                refusals.info("refused an upload: the upload folder holds its most files")
+                refusals.info("upload", "refused an upload: the upload folder holds its most files")
                 await self._answer(send, 503, self.BUSY)
                 return
             try:
@@ -382,8 +395,52 @@ class BodyLimit:
         finally:
             if arriving is not None and not arriving.evicted.done():
                 self.arriving.remove(arriving)
+                self._give_places()
             if self.shares is not None:
                 self.shares.end(account)
+
+    async def _place(self, account: str) -> bool:
+        """A place among the uploads arriving for one of `account`'s: at once if one is
+        free and nobody waits; else after those waiting before it, within `admission_s`
+        (False: none came, or the client already has one waiting). (Refused at once, a
+        newcomer competed with every other: 120 connections sending headers alone, each
+        again as soon as it was answered, took each place as it came free, and an honest
+        client got 24 refusals in 26.)"""
+        if not self._waiting and len(self.arriving) + self._given < self.uploads_in_flight:
+            return True
+        if account in self._waiting:
+            return False
+        loop = asyncio.get_running_loop()
+        given = self._waiting[account] = loop.create_future()
+        deadline = loop.time() + self.admission_s
+        try:
+            while not given.done() and loop.time() < deadline:
+                self._give_places()
+                # Woken by a place given, or to look again for a slow upload to cut off.
+                await asyncio.wait({given}, timeout=min(self.contended_s / 4, max(0.0, deadline - loop.time())))
+        except BaseException:
+            if given.done():  # a place given to one that went: to the next
+                self._given -= 1
+                self._give_places()
+            raise
+        finally:
+            if self._waiting.get(account) is given:
+                del self._waiting[account]
+        if given.done():
+            self._given -= 1
+            return True
+        return False
+
+    def _give_places(self) -> None:
+        """Gives the free places, and those of slow uploads cut off, to the newcomers
+        waiting, first come first served."""
+        while self._waiting:
+            account, given = next(iter(self._waiting.items()))
+            if len(self.arriving) + self._given >= self.uploads_in_flight and not self._cut_off_slowest():
+                return
+            del self._waiting[account]
+            self._given += 1
+            given.set_result(None)
 
     def _cut_off_slowest(self) -> bool:
         """With every place taken: cuts off the upload that has brought the fewest bytes
@@ -400,7 +457,7 @@ class BodyLimit:
         _, index = min(slow)
         upload = self.arriving.pop(index)
         upload.evicted.set_result(None)
-        refusals.info("cut off an upload of %s's (%d bytes in %.1f s) to give its place to another",
+        refusals.info("upload", "cut off an upload of %s's (%d bytes in %.1f s) to give its place to another",
                       upload.account, upload.received, now - upload.started_at)
         return True
 
@@ -411,12 +468,12 @@ class BodyLimit:
         counted in the upload folder (`space.take`) as they arrive."""
         loop = asyncio.get_running_loop()
         started_at = loop.time()
-        received = parts = 0
+        received = parts = items = 0
         tail = b""
-        body_done = started = False
+        body_done = started = finished = False
 
         async def guarded_receive() -> dict:
-            nonlocal received, parts, tail, body_done
+            nonlocal received, parts, items, tail, body_done
             if body_done:  # after the body: a wait for the client to disconnect, unbounded
                 return await receive()
             # By when the body must have brought more than it has, at `min_rate` since it began.
@@ -430,6 +487,10 @@ class BodyLimit:
                 arriving.received = received
             if received > limit:
                 raise Refused(413, f"Request too large: at most {limit / 1e6:g} MB.")
+            if not upload:
+                items += chunk.count(b",") + chunk.count(b"{") + chunk.count(b"[")
+                if items > self.json_items:
+                    raise Refused(413, "Request too complex.")
             if boundary is not None:  # each part of a multipart body starts with "--" + boundary
                 window = tail + chunk
                 parts += window.count(boundary)
@@ -447,27 +508,33 @@ class BodyLimit:
             return message
 
         async def tracked_send(message: dict) -> None:
-            nonlocal started
+            nonlocal started, finished
             started = started or message["type"] == "http.response.start"
+            finished = finished or (message["type"] == "http.response.body" and not message.get("more_body", False))
             await send(message)
 
         try:
             await self.app(scope, guarded_receive, tracked_send)
         except Refused as refusal:
-            refusals.info("refused a request body (%s, after %d bytes): %s", scope.get("path"), received,
+            refusals.info("body", "refused a request body (%s, after %d bytes): %s", scope.get("path"), received,
                           refusal.detail)
             if not started:
                 await self._answer(send, refusal.status, refusal.detail)
         except ClientDisconnect:
-            refusals.info("a client dropped its request while sending it (%s)", scope.get("path"))
+            refusals.info("dropped", "a client dropped its request while sending it (%s)", scope.get("path"))
         except Exception as error:  # noqa: BLE001 - Gradio's own route failed: one line, not a traceback
             # (Dropping several event streams of one session at once made Gradio's routes
             # fail with a KeyError, 46 tracebacks a round; the client has gone by then.)
             frame = traceback.extract_tb(error.__traceback__)[-1]
-            refusals.info("a route failed (%s): %s: %s at %s:%d", scope.get("path"), type(error).__name__,
+            refusals.info("route", "a route failed (%s): %s: %s at %s:%d", scope.get("path"), type(error).__name__,
                           str(error)[:200], os.path.basename(frame.filename), frame.lineno)
             if not started:
                 await self._answer(send, 500, "The server could not answer this request.")
+        if started and not finished:
+            # A response Gradio left open (an event stream for a session it does not know, or
+            # one cut short by a failure): ended, rather than a server error logged per request.
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _next_message(self, receive: Callable[[], Awaitable[dict]], timeout: float,
                             arriving: _Arriving | None) -> dict:

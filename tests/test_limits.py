@@ -45,12 +45,66 @@ def test_a_route_that_answers_is_left_alone():
     assert [message.get("status") for message in run(BodyLimit(answering, 1000, 1000))] == [204, None]
 
 
-def test_refusals_are_logged_at_most_once_a_period_with_a_count_of_the_rest(caplog):
+def test_refusals_are_logged_at_most_once_a_period_for_each_kind_with_a_count_of_the_rest(caplog):
     quiet = QuietLog(every_s=0.3)
     with caplog.at_level(logging.INFO, logger="jaxkp.app"):
         for index in range(100):
-            quiet.info("refused %d", index)
+            quiet.info("line", "refused %d", index)
+        quiet.info("route", "a route failed")  # another kind: not hidden by the flood
         time.sleep(0.35)
-        quiet.info("refused %d", 100)
+        quiet.info("line", "refused %d", 100)
     lines = [record.getMessage() for record in caplog.records]
-    assert lines == ["refused 0", "refused 100 (and 99 more refusals left out of the log)"]
+    assert lines == ["refused 0", "a route failed", "refused 100 (and 99 more like it left out of the log)"]
+
+
+async def reading(scope, receive, send):
+    """An app that reads the whole body, then answers 200."""
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_a_json_body_of_too_many_items_is_refused_before_it_is_parsed():
+    items = b"[" + b",".join([b"{}"] * 30_000) + b"]"
+    sent = run(BodyLimit(reading, upload_bytes=10**7, other_bytes=10**7), body=items)
+    assert sent[0]["status"] == 413 and b"too complex" in sent[1]["body"]
+    frame = b'{"data": [{"url": "data:image/jpeg;base64,' + b"A" * 1_000_000 + b'"}]}'
+    assert run(BodyLimit(reading, upload_bytes=10**7, other_bytes=10**7), body=frame)[0]["status"] == 200
+
+
+def test_newcomers_wait_in_turn_for_an_upload_place_and_a_silent_upload_gives_its_own():
+    """One place. A holds it and sends nothing; B arrives and waits; B's client's second
+    upload is refused at once (one waiting per client); once A has been silent for
+    `contended_s`, A is cut off (503) and B gets the place and its answer."""
+    limit = BodyLimit(reading, upload_bytes=10**6, other_bytes=10**6, uploads_in_flight=1, contended_s=0.3,
+                      admission_s=3.0)
+
+    async def upload(client: str, body: bytes | None, sent: list) -> None:
+        async def receive() -> dict:
+            if body is None:
+                await asyncio.sleep(60)  # headers, and then nothing
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload", "client": (client, 1),
+                 "headers": [(b"content-type", b"multipart/form-data; boundary=zz")]}
+        await limit(scope, receive, send)
+
+    async def scenario() -> tuple[list, list, list, float]:
+        a, b, b_again = [], [], []
+        holder = asyncio.create_task(upload("203.0.113.1", None, a))
+        await asyncio.sleep(0.05)
+        start = asyncio.get_running_loop().time()
+        newcomer = asyncio.create_task(upload("203.0.113.2", b"--zz--", b))
+        await asyncio.sleep(0.05)
+        await upload("203.0.113.2", b"--zz--", b_again)  # its client already waits
+        await asyncio.wait_for(asyncio.gather(holder, newcomer), 5)
+        return a, b, b_again, asyncio.get_running_loop().time() - start
+
+    a, b, b_again, waited = asyncio.run(scenario())
+    assert b_again[0]["status"] == 503
+    assert a[0]["status"] == 503 and b[0]["status"] == 200
+    assert 0.2 < waited < 2
