@@ -40,7 +40,7 @@ from jaxkp.draw import annotate, face_crops
 from jaxkp.examples import example_paths
 from jaxkp.geometry import shrink_by
 from jaxkp.inference import MAX_FACES, ImageError, Photo, read_photo
-from jaxkp.limits import BodyLimit, ClientShares, EndpointLines, limit_stream_idle
+from jaxkp.limits import BodyLimit, ClientShares, EndpointLines, limit_stream_idle, refusals
 from jaxkp.pose import describe_pose
 from jaxkp.track import FaceTracker
 from jaxkp.uploads import NOT_UPLOADED, FolderCap, UploadRefused, read_upload, uploaded_file
@@ -215,7 +215,8 @@ def release_memory() -> None:
 
 def refuse(message: str, reason: str, size: int | None) -> gr.Error:
     """One log line for a refused file (no traceback), and the client's one message."""
-    log.info("refused photo: %s (%s bytes)", reason, "?" if size is None else size)
+    # At most a line a second for each reason (a flood of malformed payloads wrote 62 a second).
+    refusals.info(f"photo: {reason}", "refused photo: %s (%s bytes)", reason, "?" if size is None else size)
     return gr.Error(message, print_exception=False)
 
 
@@ -252,7 +253,7 @@ def example_loader(load: Callable[[Any], Any]) -> Callable[[Any], Any]:
         except gr.Error:
             raise
         except Exception as error:  # noqa: BLE001 - a malformed click gets one message
-            log.info("refused an example click (%s)", type(error).__name__)
+            refusals.info("example", "refused an example click (%s)", type(error).__name__)
             raise gr.Error("No such example.", print_exception=False) from None
     return guarded
 
