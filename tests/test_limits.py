@@ -69,8 +69,16 @@ def test_a_json_body_of_too_many_items_is_refused_before_it_is_parsed():
     items = b"[" + b",".join([b"{}"] * 30_000) + b"]"
     sent = run(BodyLimit(reading, upload_bytes=10**7, other_bytes=10**7), body=items)
     assert sent[0]["status"] == 413 and b"too complex" in sent[1]["body"]
-    frame = b'{"data": [{"url": "data:image/jpeg;base64,' + b"A" * 1_000_000 + b'"}]}'
+    frame = b'{"data": [{"url": "data:image/jpeg;base64,' + b"A" * 3_000_000 + b'"}]}'
     assert run(BodyLimit(reading, upload_bytes=10**7, other_bytes=10**7), body=frame)[0]["status"] == 200
+    # One character past U+FFFF, raw or escaped, makes Python keep the whole string at 4 bytes
+    # a character: a large body must be plain ASCII (a small one, a file's name, need not).
+    for wide in ("\U0001f600".encode(), b"\\ud83d\\ude00"):
+        body = b'{"data": ["' + wide + b"A" * 3_000_000 + b'"]}'
+        sent = run(BodyLimit(reading, upload_bytes=10**7, other_bytes=10**7), body=body)
+        assert sent[0]["status"] == 413 and b"characters" in sent[1]["body"], wide
+    small = '{"data": [{"path": "café 😀.jpg"}]}'.encode()
+    assert run(BodyLimit(reading, upload_bytes=10**7, other_bytes=10**7), body=small)[0]["status"] == 200
 
 
 def test_newcomers_wait_in_turn_for_an_upload_place_and_a_silent_upload_gives_its_own():
