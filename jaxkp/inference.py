@@ -21,6 +21,7 @@ import io
 import math
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -342,16 +343,35 @@ def _exif_orientation(exif: bytes | None) -> int:
         exif = exif[6:]
     if exif[:2] not in (b"II", b"MM"):
         return 1
-    order = "<" if exif[:2] == b"II" else ">"
+    order = _byte_order(exif)
     try:
-        directory = struct.unpack_from(order + "I", exif, 4)[0]
-        for index in range(min(struct.unpack_from(order + "H", exif, directory)[0], 4096)):
-            tag, kind, count = struct.unpack_from(order + "HHI", exif, directory + 2 + 12 * index)
+        for tag, kind, count, value in _ifd_entries(exif, order, struct.unpack_from(order + "I", exif, 4)[0], 4096):
             if tag == 0x0112 and kind == 3 and count == 1:
-                return struct.unpack_from(order + "H", exif, directory + 10 + 12 * index)[0]
+                return _inline_number(kind, value, order)
     except struct.error:
         return 1
     return 1
+
+
+def _byte_order(data: bytes) -> str:
+    """A TIFF header's (or an EXIF block's) byte order, for struct: "II" little-endian."""
+    return "<" if data[:2] == b"II" else ">"
+
+
+def _ifd_entries(data: bytes, order: str, offset: int, at_most: int = 65_536) -> Iterator[tuple[int, int, int, int]]:
+    """The entries of the TIFF directory (IFD) at `offset`, up to `at_most`: (tag, type,
+    count, value field as an unsigned int). struct.error past the data, after the
+    entries read so far."""
+    for index in range(min(struct.unpack_from(order + "H", data, offset)[0], at_most)):
+        yield struct.unpack_from(order + "HHII", data, offset + 2 + 12 * index)
+
+
+def _inline_number(kind: int, value: int, order: str) -> int:
+    """A single SHORT (type 3) or LONG held in an entry's value field (a SHORT fills the
+    field's first two bytes)."""
+    if kind != 3:
+        return value
+    return value >> 16 if order == ">" else value & 0xFFFF
 
 
 def _costly_layout(data: bytes) -> str | None:
@@ -377,12 +397,13 @@ def _costly_layout(data: bytes) -> str | None:
     elif data[:4] in (b"II+\0", b"MM\0+"):
         return "a BigTIFF is not read; save the photo as a TIFF, PNG or JPEG"
     elif data[:4] in TIFF_PREFIXES:
-        values, value_bytes = _tiff_values(data)
+        directories = _tiff_directories(data)
+        values, value_bytes = _tiff_values(directories)
         if values > MAX_TIFF_TAG_VALUES:
             return f"this TIFF has a tag of {values:,} values (at most {MAX_TIFF_TAG_VALUES:,} strips are read)"
         if value_bytes > MAX_TIFF_TAG_BYTES:
             return f"this TIFF's tags hold {value_bytes / 1e6:.0f} MB (at most {MAX_TIFF_TAG_BYTES / 1e6:g} MB)"
-        if tile := _tiff_tile_too_large(data):
+        if tile := _tiff_tile_too_large(directories[0] if directories else []):
             return f"this TIFF's tiles ({tile[0]}x{tile[1]} pixels) are far larger than its image"
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         if max((length for kind, length in _riff_chunks(data) if kind == b"EXIF"), default=0) > MAX_EXIF_BYTES:
@@ -397,45 +418,46 @@ def _costly_layout(data: bytes) -> str | None:
     return None
 
 
-def _tiff_tile_too_large(data: bytes) -> tuple[int, int] | None:
-    """A tile that a TIFF's first directory declares, if it is larger than its image needs
-    (more than four times its area, and over a megapixel): libtiff decodes whole tiles, so a
-    16x16 image of one 24,576x24,576 tile took 4.9 s and 1.9 GB."""
-    order = "<" if data[:2] == b"II" else ">"
-    inline: dict[int, int] = {}
-    try:
-        directory = struct.unpack_from(order + "I", data, 4)[0]
-        for index in range(struct.unpack_from(order + "H", data, directory)[0]):
-            tag, kind, count, value = struct.unpack_from(order + "HHII", data, directory + 2 + 12 * index)
-            if tag in (256, 257, 322, 323) and count == 1 and kind in (3, 4):
-                inline[tag] = (value >> 16 if order == ">" else value & 0xFFFF) if kind == 3 else value
-    except struct.error:
-        return None
+def _tiff_tile_too_large(entries: list[tuple[int, int, int, int]]) -> tuple[int, int] | None:
+    """A tile that a TIFF's first directory (`entries`, its numbers read inline) declares,
+    if it is larger than its image needs (more than four times its area, and over a
+    megapixel): libtiff decodes whole tiles, so a 16x16 image of one 24,576x24,576 tile
+    took 4.9 s and 1.9 GB."""
+    inline = {tag: value for tag, kind, count, value in entries if tag in (256, 257, 322, 323) and count == 1
+              and kind in (3, 4)}
     if 322 not in inline or 323 not in inline:
         return None
     tile, image = inline[322] * inline[323], inline.get(256, 0) * inline.get(257, 0)
     return (inline[322], inline[323]) if tile > max(4 * image, 1 << 20) else None
 
 
-def _tiff_values(data: bytes) -> tuple[int, int]:
-    """The most values any entry of a TIFF's first directory, or of the EXIF and GPS
-    directories it points to, declares (a strip's or tile's offset each, for StripOffsets
-    and TileOffsets), but a ColorMap (3 x 2**bits at most), and the bytes all their
-    entries' values take (Pillow reads all three, and copies each entry's values even when
-    they all point at the same bytes: 2,500 EXIF entries sharing 512 KB took 1.4 GB)."""
-    order = "<" if data[:2] == b"II" else ">"
-    declared: list[tuple[int, int, int, int]] = []
+def _tiff_directories(data: bytes) -> list[list[tuple[int, int, int, int]]]:
+    """The entries of a TIFF's first directory and of the EXIF and GPS directories it
+    points to (which Pillow's reader also reads), SHORT and LONG values read inline; on a
+    damaged header, what was read before the damage (Pillow names the damage)."""
+    order = _byte_order(data)
+    directories: list[list[tuple[int, int, int, int]]] = []
     try:
-        directories = [struct.unpack_from(order + "I", data, 4)[0]]
-        for directory in directories:
-            entries = struct.unpack_from(order + "H", data, directory)[0]
-            for index in range(entries):
-                tag, kind, count, value = struct.unpack_from(order + "HHII", data, directory + 2 + 12 * index)
-                declared.append((tag, kind, count, value))
-                if tag in TIFF_SUB_DIRECTORIES and count == 1 and len(directories) < 3 and value not in directories:
-                    directories.append(value)
+        offsets = [struct.unpack_from(order + "I", data, 4)[0]]
+        for offset in offsets:
+            entries: list[tuple[int, int, int, int]] = []
+            directories.append(entries)
+            for tag, kind, count, value in _ifd_entries(data, order, offset):
+                entries.append((tag, kind, count, _inline_number(kind, value, order) if count == 1 else value))
+                if tag in TIFF_SUB_DIRECTORIES and count == 1 and len(offsets) < 3 and value not in offsets:
+                    offsets.append(value)
     except struct.error:
-        pass  # a damaged header: Pillow says so; what was read still counts
+        pass
+    return directories
+
+
+def _tiff_values(directories: list[list[tuple[int, int, int, int]]]) -> tuple[int, int]:
+    """The most values any entry of a TIFF's `directories` declares (a strip's or tile's
+    offset each, for StripOffsets and TileOffsets), but a ColorMap (3 x 2**bits at most),
+    and the bytes all their entries' values take (Pillow reads all three directories, and
+    copies each entry's values even when they all point at the same bytes: 2,500 EXIF
+    entries sharing 512 KB took 1.4 GB)."""
+    declared = [entry for entries in directories for entry in entries]
     value_bytes = sum(count * TIFF_TYPE_BYTES.get(kind, 1) for _, kind, count, _ in declared)
     # Values that Pillow makes an object each: numbers, not bytes or text (a MakerNote may be 100 KB).
     numbers = (count for tag, kind, count, _ in declared if tag != 320 and kind not in (1, 2, 6, 7))

@@ -26,6 +26,7 @@ import asyncio
 import collections
 import contextlib
 import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -120,9 +121,9 @@ class EndpointLines(queueing.Queue):
         """How many of an endpoint's places `client` holds: its submissions waiting in the
         line and those running (a live stream runs until it ends)."""
         line = self.event_queue_per_concurrency_id.get(concurrency_id)
-        waiting = list(line.queue) if line is not None else []
-        running = [event for job in self.active_jobs if job for event in job]
-        return sum(1 for event in waiting + running if event.concurrency_id == concurrency_id
+        running = (event for job in self.active_jobs if job for event in job)
+        return sum(1 for event in itertools.chain(line.queue if line is not None else (), running)
+                   if event.concurrency_id == concurrency_id
                    and client_address(getattr(event.request, "client", None)) == client)
 
     async def push(self, body: Any, request: Any, username: str | None) -> tuple[bool, Any, str]:
@@ -351,10 +352,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "").rstrip("/")
-        if path in self.closed:
-            await self._answer(send, 404, "Not Found")
-            return
-        if _names_a_url(path):
+        if path in self.closed or _names_a_url(path):
             await self._answer(send, 404, "Not Found")
             return
         # Exactly the upload route (an endpoint may be named "upload" too: /call/upload), and
@@ -395,8 +393,7 @@ class BodyLimit:
                 await self._answer(send, 503, self.BUSY)
                 return
             try:
-                await self._guarded(scope, receive, send, limit, upload=True, boundary=_boundary(headers),
-                                    arriving=arriving)
+                await self._guarded(scope, receive, send, limit, arriving=arriving, boundary=_boundary(headers))
             finally:
                 if self.space is not None:
                     self.space.end_upload(files)
@@ -414,7 +411,7 @@ class BodyLimit:
         newcomer competed with every other: 120 connections sending headers alone, each
         again as soon as it was answered, took each place as it came free, and an honest
         client got 24 refusals in 26.)"""
-        if not self._waiting and len(self.arriving) + self._given < self.uploads_in_flight:
+        if not self._waiting and not self._places_taken():
             return True
         if account in self._waiting:
             return False
@@ -452,11 +449,15 @@ class BodyLimit:
         waiting, first come first served."""
         while self._waiting:
             account, given = next(iter(self._waiting.items()))
-            if len(self.arriving) + self._given >= self.uploads_in_flight and not self._cut_off_slowest():
+            if self._places_taken() and not self._cut_off_slowest():
                 return
             del self._waiting[account]
             self._given += 1
             given.set_result(None)
+
+    def _places_taken(self) -> bool:
+        """Whether every place is held, by an upload arriving or a newcomer given it."""
+        return len(self.arriving) + self._given >= self.uploads_in_flight
 
     def _cut_off_slowest(self) -> bool:
         """With every place taken: cuts off the upload that has brought the fewest bytes
@@ -478,10 +479,11 @@ class BodyLimit:
         return True
 
     async def _guarded(self, scope: dict, receive: Callable[[], Awaitable[dict]],
-                       send: Callable[[dict], Awaitable[None]], limit: int, upload: bool = False,
-                       boundary: bytes | None = None, arriving: _Arriving | None = None) -> None:
-        """Runs the request with its body guarded; an upload's (`arriving`) bytes are
-        counted in the upload folder (`space.take`) as they arrive."""
+                       send: Callable[[dict], Awaitable[None]], limit: int, arriving: _Arriving | None = None,
+                       boundary: bytes | None = None) -> None:
+        """Runs the request with its body guarded: an upload's (`arriving`) bytes are
+        counted in its client's share and the upload folder (`space.take`) as they
+        arrive, any other body's JSON items and characters."""
         loop = asyncio.get_running_loop()
         started_at = loop.time()
         received = parts = items = 0
@@ -499,11 +501,9 @@ class BodyLimit:
                 return message
             chunk = message.get("body", b"")
             received += len(chunk)
-            if arriving is not None:
-                arriving.received = received
             if received > limit:
                 raise Refused(413, f"Request too large: at most {limit / 1e6:g} MB.")
-            if not upload:
+            if arriving is None:  # a JSON body
                 items += chunk.count(b",") + chunk.count(b"{") + chunk.count(b"[")
                 if items > self.json_items:
                     raise Refused(413, "Request too complex.")
@@ -512,18 +512,19 @@ class BodyLimit:
                 tail = window[-1:]
                 if wide and received > self.wide_json_bytes:
                     raise Refused(413, "Request too large for its characters.")
-            if boundary is not None:  # each part of a multipart body starts with "--" + boundary
-                window = tail + chunk
-                parts += window.count(boundary)
-                tail = window[-(len(boundary) - 1):]
-                if parts > self.files_per_upload + 1:  # the parts, and the closing delimiter
-                    raise Refused(413, f"At most {self.files_per_upload} file(s) an upload.")
-            if upload and self.shares is not None and chunk and not self.shares.take(arriving.account, len(chunk)):
-                raise Refused(503, self._share_spent(arriving.account))
-            if upload and self.space is not None and chunk:
+            else:
+                arriving.received = received
+                if boundary is not None:  # each part of a multipart body starts with "--" + boundary
+                    window = tail + chunk
+                    parts += window.count(boundary)
+                    tail = window[-(len(boundary) - 1):]
+                    if parts > self.files_per_upload + 1:  # the parts, and the closing delimiter
+                        raise Refused(413, f"At most {self.files_per_upload} file(s) an upload.")
+                if self.shares is not None and chunk and not self.shares.take(arriving.account, len(chunk)):
+                    raise Refused(503, self._share_spent(arriving.account))
                 # Counted at once while there is room; only a prune (a walk of the folder) waits in a thread.
-                if not (self.space.take(len(chunk), may_prune=False)
-                        or await asyncio.to_thread(self.space.take, len(chunk))):
+                if self.space is not None and chunk and not (self.space.take(len(chunk), may_prune=False)
+                                                             or await asyncio.to_thread(self.space.take, len(chunk))):
                     raise Refused(503, self.BUSY)
             body_done = not message.get("more_body", False)
             return message
