@@ -155,25 +155,34 @@ class CompactNet(nnx.Module):
 
 
 class ResidualBlock(nnx.Module):
-    """Two 3x3 conv-BatchNorm layers around an identity shortcut (He et al. 2016)."""
+    """Two 3x3 conv-BatchNorm layers around an identity shortcut (He et al. 2016).
 
-    def __init__(self, channels: int, rngs: nnx.Rngs):
+    `starts_as_identity`: the last BatchNorm's scale starts at zero (Goyal et al. 2017), so
+    on a ReLU'd (non-negative) input the fresh block passes its input through unchanged:
+    a block added to trained weights starts by changing nothing, then learns.
+    """
+
+    def __init__(self, channels: int, rngs: nnx.Rngs, starts_as_identity: bool = False):
         self.first = ConvBlock(channels, channels, 1, rngs)
         self.conv = nnx.Conv(channels, channels, (3, 3), padding="SAME", use_bias=False,
                              kernel_init=kaiming_normal, rngs=rngs)
-        self.bn = nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, rngs=rngs)
+        self.bn = nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, rngs=rngs,
+                                scale_init=nnx.initializers.zeros_init() if starts_as_identity else
+                                nnx.initializers.ones_init())
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return nnx.relu(x + self.bn(self.conv(self.first(x))))
 
 
-def residual_stages(widths: tuple[int, ...], depths: tuple[int, ...], rngs: nnx.Rngs) -> list[list[nnx.Module]]:
+def residual_stages(widths: tuple[int, ...], depths: tuple[int, ...], rngs: nnx.Rngs,
+                    starts_as_identity: bool = False) -> list[list[nnx.Module]]:
     """The layers of each stage on the 16-channel space-to-depth map: a conv block
     (stride 2 after the first stage), then `depth` residual blocks."""
     stages, channels = [], 16
     for stage, (width, depth) in enumerate(zip(widths, depths)):
         stride = 1 if stage == 0 else 2
-        stages.append([ConvBlock(channels, width, stride, rngs), *(ResidualBlock(width, rngs) for _ in range(depth))])
+        stages.append([ConvBlock(channels, width, stride, rngs),
+                       *(ResidualBlock(width, rngs, starts_as_identity) for _ in range(depth))])
         channels = width
     return stages
 
@@ -255,8 +264,8 @@ class HeatmapNet(nnx.Module):
     """
 
     def __init__(self, rngs: nnx.Rngs, widths: tuple[int, ...] = (32, 64, 128, 256),
-                 depths: tuple[int, ...] = (0, 1, 2, 2), decoder_channels: int = 64):
-        self.stages = nnx.List([nnx.List(stage) for stage in residual_stages(widths, depths, rngs)])
+                 depths: tuple[int, ...] = (0, 1, 2, 2), decoder_channels: int = 64, starts_as_identity: bool = False):
+        self.stages = nnx.List([nnx.List(stage) for stage in residual_stages(widths, depths, rngs, starts_as_identity)])
         self.lateral = nnx.List([nnx.Conv(width, decoder_channels, (1, 1), kernel_init=kaiming_normal, rngs=rngs)
                                  for width in widths[1:]])
         self.merge = nnx.List([ConvBlock(decoder_channels, decoder_channels, 1, rngs) for _ in widths[2:]])
@@ -345,9 +354,34 @@ class HeatmapNet56(HeatmapNet):
         return upsample_2x(self.heatmap(x)) + self.fine_heatmap(fine), stage_outputs[-1]
 
 
+class DeepHeatmapNet(HeatmapNet):
+    """HeatmapNet with more residual blocks where its points are placed: one more in the
+    28x28 and 14x14 stages and one after the decoder's 28x28 merge, which the heatmaps
+    are read from (issue 22: HeatmapNet's error on its own training photos, 0.033, was
+    nearly its validation error, 0.037, so it underfits). Every HeatmapNet tensor keeps
+    its name and shape, and each added block starts as the identity, so started from
+    HeatmapNet weights this network first gives exactly their keypoints.
+
+    224x224x1 -> 56x56x32 -> 28x28x64 (+2 blocks) -> 14x14x128 (+3) -> 7x7x256 (+2);
+    the decoder as HeatmapNet's, then a residual block at 28x28, then 68 heatmaps.
+    """
+
+    def __init__(self, rngs: nnx.Rngs, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 depths: tuple[int, ...] = (0, 2, 3, 2), decoder_channels: int = 64, refine_blocks: int = 1):
+        super().__init__(rngs, widths, depths, decoder_channels, starts_as_identity=True)
+        self.refine = nnx.List([ResidualBlock(decoder_channels, rngs, starts_as_identity=True)
+                                for _ in range(refine_blocks)])
+
+    def decode(self, stage_outputs: list[jax.Array]) -> jax.Array:
+        x = super().decode(stage_outputs)
+        for block in self.refine:
+            x = block(x)
+        return x
+
+
 NETWORKS: dict[str, type[nnx.Module]] = {
     "reference": ReferenceNet, "compact": CompactNet, "residual": ResidualNet, "heatmap": HeatmapNet,
-    "heatmap56": HeatmapNet56,
+    "heatmap56": HeatmapNet56, "heatmap-deep": DeepHeatmapNet,
 }
 
 

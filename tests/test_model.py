@@ -73,7 +73,7 @@ def test_networks_are_registered_by_name():
         raise AssertionError("unknown network accepted")
 
 
-@pytest.mark.parametrize("network", ["compact", "residual", "heatmap", "heatmap56"])
+@pytest.mark.parametrize("network", ["compact", "residual", "heatmap", "heatmap56", "heatmap-deep"])
 def test_variant_shapes_and_weights_fit_a_space(tmp_path, network):
     from jaxkp import checkpoint
 
@@ -144,3 +144,25 @@ def test_heatmap56_reads_out_what_heatmap_does_at_twice_the_resolution():
     assert set(shared) <= set(checkpoint.model_arrays(fine))
     nnx.update(fine, state)
     np.testing.assert_allclose(fine(images), coarse_points, atol=1e-6)
+
+
+def test_heatmap_deep_started_from_heatmap_weights_gives_their_keypoints_then_can_change_them():
+    """heatmap-deep holds every HeatmapNet tensor under its name and shape; its added
+    blocks start as the identity, so with HeatmapNet weights it reads what HeatmapNet
+    reads. The added blocks are real: once their last scale is not zero, the points move."""
+    from jaxkp import checkpoint
+    from train.train import load_shared_tensors
+
+    base, deep = create_model("heatmap", seed=1), create_model("heatmap-deep", seed=2)
+    new, unused = load_shared_tensors(deep, checkpoint.model_arrays(base), "heatmap")
+    assert not unused and new and all(name.startswith(("stages.1.2.", "stages.2.3.", "refine.0.")) for name in new)
+    base.eval()
+    deep.eval()
+    images = jax.random.uniform(jax.random.key(0), (2, 224, 224, 1), minval=-1, maxval=1)
+    base_points, base_evidence, base_spread = base.readout(images)
+    points, evidence, spread = deep.readout(images)
+    np.testing.assert_allclose(points, base_points, atol=1e-5)
+    np.testing.assert_allclose(spread, base_spread, atol=1e-5)
+    np.testing.assert_allclose(evidence, base_evidence, atol=1e-4)
+    deep.refine[0].bn.scale.set_value(jnp.ones_like(deep.refine[0].bn.scale.get_value()))
+    assert float(jnp.abs(deep(images) - base_points).max()) > 1e-3
