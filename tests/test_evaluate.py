@@ -44,6 +44,20 @@ def test_evaluate_cli_scores_any_folder_in_the_layout(synthetic_data_dir, tmp_pa
     assert np.any(np.all(grid == [0, 200, 0], axis=-1)) and np.any(np.all(grid == [255, 0, 255], axis=-1))
 
 
+def test_training_and_validation_parts_split_the_folder_as_the_run_did(synthetic_data_dir):
+    """--train-only scores the images the run trained on, --val-only those it held out:
+    between them every image once, no person on both sides; --every thins the first."""
+    from train import data
+    from train.evaluate import training_part, validation_part
+
+    dataset = data.load_dataset(synthetic_data_dir)
+    run = {"val_fraction": 0.25, "seed": 0}
+    train, val = training_part(dataset, synthetic_data_dir, run), validation_part(dataset, synthetic_data_dir, run)
+    assert sorted(train.names + val.names) == sorted(dataset.names) and len(val.names) > 0
+    assert not {data.person_of(n) for n in train.names} & {data.person_of(n) for n in val.names}
+    assert training_part(dataset, synthetic_data_dir, run, every=3).names == train.names[::3]
+
+
 @pytest.mark.slow
 def test_evaluate_cli_names_a_missing_folder(tmp_path, capsys):
     from train.evaluate import main  # the command's entry point, in this process: it returns, never raises

@@ -153,6 +153,16 @@ def validation_part(dataset: data.Dataset, data_dir: Path, train_config: dict[st
     return dataset.subset(val_idx)
 
 
+def training_part(dataset: data.Dataset, data_dir: Path, train_config: dict[str, Any], every: int = 1
+                  ) -> data.Dataset:
+    """The images of `dataset` that the run of `train_config` trained on (every `every`-th):
+    scored unaugmented, they say whether a network underfits (its error on them near its
+    validation error) or overfits."""
+    val_names = set(validation_part(dataset, data_dir, train_config).names)
+    train = dataset.subset(np.array([i for i, name in enumerate(dataset.names) if name not in val_names]))
+    return train.subset(np.arange(0, len(train), every))
+
+
 def split_parts(data_dirs: list[Path], train_config: dict[str, Any], every: int = 1
                 ) -> tuple[list[data.Dataset], list[data.Dataset]]:
     """Each folder's training images (every `every`-th) and validation images, as the run of
@@ -160,11 +170,8 @@ def split_parts(data_dirs: list[Path], train_config: dict[str, Any], every: int 
     train_parts, val_parts = [], []
     for data_dir in data_dirs:
         dataset = data.load_dataset(data_dir)
-        val = validation_part(dataset, data_dir, train_config)
-        val_names = set(val.names)
-        train = dataset.subset(np.array([i for i, n in enumerate(dataset.names) if n not in val_names]))
-        train_parts.append(train.subset(np.arange(0, len(train), every)))
-        val_parts.append(val)
+        train_parts.append(training_part(dataset, data_dir, train_config, every))
+        val_parts.append(validation_part(dataset, data_dir, train_config))
     return train_parts, val_parts
 
 
@@ -192,10 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, nargs="+", required=True,
                         help="folder(s) with SPLIT/ and SPLIT_frames_keypoints.csv; each is scored on its own")
     parser.add_argument("--split", default="test", help="'test' (default) or 'training'")
-    parser.add_argument("--val-only", action="store_true",
-                        help="score only the images the run that made the weights held out for validation")
+    part = parser.add_mutually_exclusive_group()
+    part.add_argument("--val-only", action="store_true",
+                      help="score only the images the run that made the weights held out for validation")
+    part.add_argument("--train-only", action="store_true",
+                      help="score only the images that run trained on (unaugmented: an error near the "
+                           "validation error says the network underfits)")
+    parser.add_argument("--every", type=int, default=1, help="with --train-only: every N-th of those images")
     parser.add_argument("--split-from", metavar="WEIGHTS",
-                        help="with --val-only: take the validation split of this run instead (to compare "
+                        help="with --val-only or --train-only: take the split of this run instead (to compare "
                              "weights on the same images)")
     parser.add_argument("--end-to-end", action="store_true",
                         help="find the face with the Haar detector and crop as the app does "
@@ -215,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(weights_dir, args.markup)
         for index, data_dir in enumerate(args.data_dir):
             dataset = data.load_dataset(data_dir, args.split)
-            if args.val_only:
+            if args.val_only or args.train_only:
                 split_dir = resolve_weights(args.split_from) if args.split_from else weights_dir
                 train_config = read_config(split_dir).get("train_config")
                 if not train_config:
-                    raise WeightsError(f"{split_dir}/config.json records no training split to take validation from")
-                dataset = validation_part(dataset, data_dir, train_config)
+                    raise WeightsError(f"{split_dir}/config.json records no training split to take it from")
+                dataset = (validation_part(dataset, data_dir, train_config) if args.val_only else
+                           training_part(dataset, data_dir, train_config, args.every))
             summary = evaluate_folder(model, dataset, args.grid if index == 0 else None,
                                       end_to_end=args.end_to_end, worst=args.worst,
                                       second_look=None if args.second_look is None else args.second_look == "on")
