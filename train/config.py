@@ -157,6 +157,10 @@ CONFIGS: dict[str, Config] = {
     # training photos, 0.033 framed, is near its validation error, 0.037). 22 epochs fit
     # this 2-core CPU in about 100 minutes.
     "heatmap-deep-300w": HEATMAP_300W.replace(network="heatmap-deep", epochs=22, init_from="runs/heatmap-300w-long"),
+    # heatmap-deep-300w continued as heatmap-300w-long continued heatmap-300w: 8 more epochs
+    # at half its peak rate (its validation error was still falling as its rate reached 0).
+    "heatmap-deep-300w-long": HEATMAP_300W.replace(network="heatmap-deep", epochs=8, learning_rate=5e-4,
+                                                   init_from="runs/heatmap-deep-300w"),
     # Seconds on a laptop CPU: checks the whole loop, learns nothing useful.
     "tiny": Config(epochs=2, batch_size=8, eval_batch_size=8, max_images=48, val_fraction=0.25),
 }
