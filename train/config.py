@@ -154,8 +154,8 @@ CONFIGS: dict[str, Config] = {
     # residual block at 28x28 and at 14x14 and one after the decoder, each starting as the
     # identity, so the first keypoints are the shipped ones), trained on at heatmap-300w's
     # peak rate so the new blocks learn: heatmap-300w-long underfits (its error on its own
-    # training photos, 0.033 framed, is near its validation error, 0.037). 22 epochs fit
-    # this 2-core CPU in about 100 minutes.
+    # training photos, 0.033 framed, is near its validation error, 0.037). 22 epochs took
+    # about an hour of this 2-core CPU.
     "heatmap-deep-300w": HEATMAP_300W.replace(network="heatmap-deep", epochs=22, init_from="runs/heatmap-300w-long"),
     # heatmap-deep-300w continued as heatmap-300w-long continued heatmap-300w: 8 more epochs
     # at half its peak rate (its validation error was still falling as its rate reached 0).

@@ -145,12 +145,16 @@ def holdout_of(data_dir: Path, train_config: dict[str, Any]) -> str:
                  if source["name"] == Path(data_dir).name), "person")
 
 
+def run_split(dataset: data.Dataset, data_dir: Path, train_config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (trained on, held out) of `dataset` as the run of `train_config` split
+    it (by person or by photo, as its recipe names for a folder of this name)."""
+    return data.split_by_person(dataset.names, train_config["val_fraction"], train_config["seed"],
+                                holdout_of(data_dir, train_config))
+
+
 def validation_part(dataset: data.Dataset, data_dir: Path, train_config: dict[str, Any]) -> data.Dataset:
-    """The images of `dataset` that the run of `train_config` held out for validation
-    (by person or by photo, as its recipe names for a folder of this name)."""
-    _, val_idx = data.split_by_person(dataset.names, train_config["val_fraction"], train_config["seed"],
-                                      holdout_of(data_dir, train_config))
-    return dataset.subset(val_idx)
+    """The images of `dataset` that the run of `train_config` held out for validation."""
+    return dataset.subset(run_split(dataset, data_dir, train_config)[1])
 
 
 def training_part(dataset: data.Dataset, data_dir: Path, train_config: dict[str, Any], every: int = 1
@@ -158,9 +162,7 @@ def training_part(dataset: data.Dataset, data_dir: Path, train_config: dict[str,
     """The images of `dataset` that the run of `train_config` trained on (every `every`-th):
     scored unaugmented, they say whether a network underfits (its error on them near its
     validation error) or overfits."""
-    val_names = set(validation_part(dataset, data_dir, train_config).names)
-    train = dataset.subset(np.array([i for i, name in enumerate(dataset.names) if name not in val_names]))
-    return train.subset(np.arange(0, len(train), every))
+    return dataset.subset(run_split(dataset, data_dir, train_config)[0][::every])
 
 
 def split_parts(data_dirs: list[Path], train_config: dict[str, Any], every: int = 1
@@ -170,8 +172,9 @@ def split_parts(data_dirs: list[Path], train_config: dict[str, Any], every: int 
     train_parts, val_parts = [], []
     for data_dir in data_dirs:
         dataset = data.load_dataset(data_dir)
-        train_parts.append(training_part(dataset, data_dir, train_config, every))
-        val_parts.append(validation_part(dataset, data_dir, train_config))
+        train_idx, val_idx = run_split(dataset, data_dir, train_config)
+        train_parts.append(dataset.subset(train_idx[::every]))
+        val_parts.append(dataset.subset(val_idx))
     return train_parts, val_parts
 
 
