@@ -24,6 +24,7 @@ from train.train import (
     heatmap_loss,
     initial_model,
     keypoint_loss,
+    learning_rate_schedule,
     load_shared_tensors,
     make_mesh,
     set_compute_dtype,
@@ -308,3 +309,51 @@ def test_heatmap_loss_joins_the_step_and_steps_lower_it(synthetic_data_dir):
     # The coordinate loss still learns the second data set's offsets (the heatmap target
     # only holds them fixed).
     assert np.abs(trainer.convention_offsets()[1]).max() > 0
+
+
+@pytest.mark.slow
+def test_moving_average_of_the_weights_is_what_predicts_and_is_saved(synthetic_data_dir):
+    """With ema_decay d, each step moves the served weights (parameters and BatchNorm
+    statistics) to d times themselves plus (1 - d) times the trained ones."""
+    dataset = data.load_dataset(synthetic_data_dir)
+    batch = next(data.train_batches(dataset, 8, np.random.default_rng(0), 0.9))
+    trainer = Trainer(TINY.replace(ema_decay=0.75), make_mesh())
+    expected = flat_params(trainer)  # the average starts at the initial weights
+    for _ in range(3):
+        trainer.step(batch.images, batch.keypoints)
+        trained = checkpoint.model_arrays(trainer.as_trained().model())
+        expected = {name: 0.75 * expected[name] + 0.25 * trained[name] for name in expected}
+    served = flat_params(trainer)
+    for name in ("conv1.kernel", "fc2.bias", "bn2.mean", "bn2.var"):
+        np.testing.assert_allclose(served[name], expected[name], rtol=1e-5, atol=1e-6)
+        assert not np.allclose(served[name], trained[name])
+    # Predictions come from the average, not from the trained weights.
+    assert not np.allclose(trainer.predict(batch.images), trainer.as_trained().predict(batch.images))
+
+
+@pytest.mark.slow
+def test_run_with_moving_average_resumes_to_the_same_weights_and_logs_both(synthetic_data_dir, tmp_path):
+    config = TINY.replace(epochs=2, ema_decay=0.9)
+    straight = train_and_evaluate(config, synthetic_data_dir, tmp_path / "straight")
+    train_and_evaluate(config.replace(epochs=1), synthetic_data_dir, tmp_path / "resumed")
+    resumed = train_and_evaluate(config, synthetic_data_dir, tmp_path / "resumed")
+    assert resumed[-1]["train_loss"] == straight[-1]["train_loss"]
+    assert "trained/nme_mean" in straight[-1] and straight[-1]["trained/nme_mean"] != straight[-1]["nme_mean"]
+    a, _ = checkpoint.load_weights(tmp_path / "straight")
+    b, _ = checkpoint.load_weights(tmp_path / "resumed")
+    for name, value in checkpoint.model_arrays(a).items():
+        np.testing.assert_array_equal(value, checkpoint.model_arrays(b)[name])
+
+
+def test_ema_decay_outside_zero_to_one_is_refused():
+    for decay in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="ema_decay"):
+            TINY.replace(ema_decay=decay)
+
+
+def test_learning_rate_schedules_warm_up_then_hold_or_decay():
+    constant = learning_rate_schedule(TINY.replace(learning_rate=3e-4, warmup_epochs=1), steps_per_epoch=10)
+    assert [float(constant(step)) for step in (0, 5, 10, 500)] == pytest.approx([0.0, 1.5e-4, 3e-4, 3e-4])
+    assert learning_rate_schedule(TINY, 10) == TINY.learning_rate  # the reference: constant, no warmup
+    cosine = learning_rate_schedule(TINY.replace(schedule="cosine", warmup_epochs=1, epochs=3), steps_per_epoch=10)
+    assert [float(cosine(step)) for step in (0, 10, 20, 30)] == pytest.approx([0.0, 1e-3, 5e-4, 0.0], abs=1e-9)

@@ -6,6 +6,7 @@ the I/O, and one workdir per run holding everything the run wrote.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -97,15 +98,19 @@ def heatmap_loss(logits: jax.Array, target: jax.Array, sigma: float) -> jax.Arra
     return jnp.sum(jnp.where(on_map, cross_entropy - entropy, 0.0)) / jnp.maximum(on_map.sum(), 1)
 
 
-def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.ScalarOrSchedule:
+    """The rate by step: `schedule` after a linear warmup of `warmup_epochs` from zero."""
+    warmup = config.warmup_epochs * steps_per_epoch
     if config.schedule == "constant":
-        learning_rate = config.learning_rate
-    elif config.schedule == "cosine":
-        warmup = max(1, config.warmup_epochs * steps_per_epoch)
-        total = max(config.epochs * steps_per_epoch, warmup + 1)
-        learning_rate = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total)
-    else:
-        raise ValueError(f"unknown schedule {config.schedule!r}")
+        return optax.warmup_constant_schedule(0.0, config.learning_rate, warmup) if warmup else config.learning_rate
+    if config.schedule == "cosine":
+        total = max(config.epochs * steps_per_epoch, max(1, warmup) + 1)
+        return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, max(1, warmup), total)
+    raise ValueError(f"unknown schedule {config.schedule!r}")
+
+
+def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+    learning_rate = learning_rate_schedule(config, steps_per_epoch)
     if config.weight_decay:
         return optax.adamw(learning_rate, weight_decay=config.weight_decay)
     return optax.adam(learning_rate)
@@ -182,6 +187,17 @@ def train_step(
     return nnx.state(model), nnx.state(optimizer), loss
 
 
+def average_step(average_state: nnx.State, model_state: nnx.State, decay: jax.Array) -> nnx.State:
+    """The moving average of the weights one step on: every float array (parameters and
+    BatchNorm statistics) keeps `decay` of its average; the rest (RNG state) is copied."""
+    def mix(average: jax.Array, current: jax.Array) -> jax.Array:
+        if jnp.issubdtype(current.dtype, jnp.floating):
+            return decay * average + (1 - decay) * current
+        return current
+
+    return jax.tree.map(mix, average_state, model_state)
+
+
 def predict_step(model_graph: nnx.GraphDef, model_state: nnx.State, images: jax.Array) -> jax.Array:
     """Normalised keypoints (B, 68, 2) from an eval-mode graph."""
     return nnx.merge(model_graph, model_state)(to_input(images))
@@ -209,6 +225,9 @@ class Trainer:
         self.optimizer_graph, optimizer_state = nnx.split(optimizer)
         self.model_state = self.replicate(model_state)
         self.optimizer_state = self.replicate(optimizer_state)
+        # The weights served and validated, with `ema_decay`: their moving average.
+        self.average_state = self.replicate(model_state) if config.ema_decay else None
+        self._average_step = jax.jit(average_step, donate_argnums=0)
         self._train_step = jax.jit(train_step, static_argnums=(0, 1, 2), donate_argnums=(3, 4),
                                    static_argnames=("heatmap_weight", "heatmap_sigma"))
         self._predict_step = jax.jit(predict_step, static_argnums=0)
@@ -244,35 +263,56 @@ class Trainer:
             heatmap_weight=self.config.heatmap_loss_weight,
             heatmap_sigma=self.config.heatmap_sigma,
         )
+        if self.average_state is not None:
+            self.average_state = self._average_step(self.average_state, self.model_state,
+                                                    jnp.float32(self.config.ema_decay))
         return loss
+
+    @property
+    def served_state(self) -> nnx.State:
+        """The weights that predict, validate and are saved: the average where there is one."""
+        return self.model_state if self.average_state is None else self.average_state
+
+    def as_trained(self) -> Trainer:
+        """This trainer seen without its moving average (the same arrays; for validating
+        the trained weights beside the average)."""
+        trained = copy.copy(self)
+        trained.average_state = None
+        return trained
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Predictions for a whole batch that every process holds; each computes its share."""
         local = len(images) // jax.process_count()
         mine = images[jax.process_index() * local : (jax.process_index() + 1) * local]
-        predictions = self._predict_step(self.eval_graph, self.model_state, self.global_batch(mine))
+        predictions = self._predict_step(self.eval_graph, self.served_state, self.global_batch(mine))
         return np.asarray(multihost_utils.process_allgather(predictions, tiled=True))
 
     def model(self) -> nnx.Module:
         """The current network (without convention offsets) as an eval-mode module on the host."""
-        model = nnx.merge(self.eval_graph, jax.device_get(self.model_state))
+        model = nnx.merge(self.eval_graph, jax.device_get(self.served_state))
         return model.network if isinstance(model, WithConventions) else model
 
     def convention_offsets(self) -> np.ndarray:
         """(num_sources, 68, 2) learnt offsets from the served mark-up to each data set's; zeros for one."""
-        model = nnx.merge(self.eval_graph, jax.device_get(self.model_state))
+        model = nnx.merge(self.eval_graph, jax.device_get(self.served_state))
         if isinstance(model, WithConventions):
             return np.asarray(model.all_offsets())
         return np.zeros((1, NUM_KEYPOINTS, 2))
 
-    # Resumable state: model and optimizer (RNG counters included) in one file.
+    # Resumable state: model and optimizer (RNG counters included), and the moving
+    # average where there is one, in one file.
+    def _resumable(self) -> tuple[nnx.State, ...]:
+        states = (self.model_state, self.optimizer_state)
+        return states if self.average_state is None else (*states, self.average_state)
+
     def state_arrays(self) -> dict[str, np.ndarray]:
-        return checkpoint.tree_to_arrays(jax.device_get((self.model_state, self.optimizer_state)))
+        return checkpoint.tree_to_arrays(jax.device_get(self._resumable()))
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        model_state, optimizer_state = checkpoint.arrays_to_tree((self.model_state, self.optimizer_state), arrays)
-        self.model_state = self.replicate(model_state)
-        self.optimizer_state = self.replicate(optimizer_state)
+        states = [self.replicate(state) for state in checkpoint.arrays_to_tree(self._resumable(), arrays)]
+        self.model_state, self.optimizer_state = states[:2]
+        if self.average_state is not None:
+            self.average_state = states[2]
 
 
 def initial_model(config: Config) -> nnx.Module:
@@ -530,6 +570,10 @@ def run_epochs(config: Config, trainer: Trainer, train_set: data.Dataset, val_se
                   "images_per_second": round(steps * config.batch_size / train_seconds, 1)}
         if len(val_set):
             record.update(evaluate_sources(trainer, val_set, sources, eval_batch_size, config.framing, config.crop))
+            if trainer.average_state is not None:
+                trained = evaluate_sources(trainer.as_trained(), val_set, sources, eval_batch_size, config.framing,
+                                           config.crop)
+                record.update({f"trained/{k}": v for k, v in trained.items() if "nme_mean" in k})
         records.append(record)
         log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         if process_index == 0:
