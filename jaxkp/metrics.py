@@ -98,3 +98,25 @@ def uncertainty_summary(uncertainty: np.ndarray, predicted: np.ndarray, truth: n
             "uncertainty_spearman": spearman(expected, actual),
             "uncertainty_worst_auc": roc_auc(worst, expected.mean(axis=1)) if 0 < worst.sum() < len(worst) else
             float("nan")}
+
+
+def spearman_parts(uncertainty: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Where uncertainty_summary's point-by-point Spearman comes from, and how far it can
+    go. Its parts: faces ranked by their mean predicted and actual errors ("between
+    faces") and, on average, a face's points ranked among themselves ("within a face").
+    Two references that know part of the answer: each face's actual mean error times
+    the predicted shape of its errors over its points (a perfect ranking of faces), and
+    each face's actual mean error times each point's mean actual error over all faces
+    (faces ranked perfectly, points by their kind alone). All in inter-ocular units."""
+    interocular = np.maximum(np.linalg.norm(truth[:, RIGHT_EYE_OUTER] - truth[:, LEFT_EYE_OUTER], axis=-1), 1e-6)
+    actual = np.linalg.norm(predicted - truth, axis=-1) / interocular[:, None]
+    expected = np.asarray(uncertainty, np.float64) / interocular[:, None]
+    face_means = actual.mean(axis=1, keepdims=True)
+    return {
+        "pooled": spearman(expected, actual),
+        "between_faces": spearman(expected.mean(axis=1), actual.mean(axis=1)),
+        "within_a_face": float(np.nanmean([spearman(e, a) for e, a in zip(expected, actual)])),
+        "actual_face_mean_times_predicted_shape": spearman(face_means * expected / expected.mean(axis=1, keepdims=True),
+                                                           actual),
+        "actual_face_mean_times_point_mean": spearman(face_means * actual.mean(axis=0), actual),
+    }

@@ -87,6 +87,30 @@ def test_uncertainty_summary_of_calibrated_and_miscalibrated_predictions():
     assert abs(shuffled["uncertainty_spearman"]) < 0.1 and shuffled["uncertainty_worst_auc"] < 0.7
 
 
+def test_spearman_parts_split_faces_from_points_and_bound_what_kind_alone_gives():
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(100, 300, size=(400, NUM_KEYPOINTS, 2))
+    truth[:, 36], truth[:, 45] = [100, 150], [200, 150]
+    face, kind = rng.uniform(0.5, 3, size=(400, 1)), rng.uniform(1, 3, size=(1, NUM_KEYPOINTS))
+    # Each point's error: its face's scale, its kind's and its own (which no kind tells).
+    own = rng.uniform(0.5, 2, size=(400, NUM_KEYPOINTS))
+    length = face * kind * own * rng.exponential(1.0, size=own.shape)
+    angle = rng.uniform(0, 2 * np.pi, size=own.shape)
+    predicted = truth + np.stack([np.cos(angle), np.sin(angle)], -1) * length[..., None]
+    knows_all = metrics.spearman_parts(face * kind * own, predicted, truth)
+    knows_kinds = metrics.spearman_parts(face * kind, predicted, truth)
+    exact = metrics.spearman_parts(length, predicted, truth)
+    assert all(value == pytest.approx(1.0) for value in exact.values() if value != exact[
+        "actual_face_mean_times_point_mean"])
+    assert knows_all["pooled"] == pytest.approx(metrics.uncertainty_summary(
+        face * kind * own, predicted, truth)["uncertainty_spearman"])
+    # Knowing each point's own scale ranks a face's points better than its kind does...
+    assert knows_all["within_a_face"] > knows_kinds["within_a_face"] + 0.05
+    # ...and the face-and-kind reference is what a predictor of faces and kinds alone reaches.
+    assert knows_kinds["pooled"] == pytest.approx(knows_kinds["actual_face_mean_times_point_mean"], abs=0.05)
+    assert knows_all["pooled"] > knows_all["actual_face_mean_times_point_mean"]
+
+
 @pytest.fixture(scope="module")
 def pipeline():
     return load_pipeline()

@@ -13,7 +13,9 @@ point error, Spearman's correlation of predicted and actual point errors, and
 the ROC AUC of a face's mean predicted error for its data set's worst tenth of
 faces (jaxkp.metrics.uncertainty_summary). They are given twice: fitted on all
 the validation faces (in-sample), and cross-fitted (each half of the people
-scored by the model fitted on the other half), the honest figure.
+scored by the model fitted on the other half), the honest figure. Then, per data
+set, the in-sample Spearman's parts and two references that know part of the
+answer (jaxkp.metrics.spearman_parts; printed, not stored).
 
     python -m train.uncertainty --data-dir ../shared/data/ibug-300w-train \\
         ../shared/data/youtube-faces-keypoints
@@ -52,10 +54,17 @@ class Readings:
         # Actual point errors in normalised input units.
         self.errors = np.linalg.norm(self.predicted - self.truth, axis=-1) / self.unit_pixels[:, None]
 
+    def expected(self, model: PointUncertainty, faces: np.ndarray) -> np.ndarray:
+        """The faces' predicted point errors in pixels."""
+        return model(self.spread[faces], self.peaks[faces]) * self.unit_pixels[faces, None]
+
     def figures(self, model: PointUncertainty, faces: np.ndarray | None = None) -> dict[str, float]:
         faces = np.arange(len(self.names)) if faces is None else faces
-        expected = model(self.spread[faces], self.peaks[faces]) * self.unit_pixels[faces, None]
-        return metrics.uncertainty_summary(expected, self.predicted[faces], self.truth[faces])
+        return metrics.uncertainty_summary(self.expected(model, faces), self.predicted[faces], self.truth[faces])
+
+    def spearman_parts(self, model: PointUncertainty) -> dict[str, float]:
+        every = np.arange(len(self.names))
+        return metrics.spearman_parts(self.expected(model, every), self.predicted, self.truth)
 
 
 def fit(readings: list[Readings], faces: list[np.ndarray] | None = None) -> PointUncertainty:
@@ -79,7 +88,7 @@ def cross_fitted(readings: list[Readings], seed: int = 0) -> list[dict[str, floa
         model = fit(readings, [np.flatnonzero(half != side) for half in halves])
         for reading, half, out in zip(readings, halves, expected):
             scored = np.flatnonzero(half == side)
-            out[scored] = model(reading.spread[scored], reading.peaks[scored]) * reading.unit_pixels[scored, None]
+            out[scored] = reading.expected(model, scored)
     return [metrics.uncertainty_summary(out, r.predicted, r.truth) for r, out in zip(readings, expected)]
 
 
@@ -110,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         figures[data_dir.name] = {"faces": len(reading.names), "in_sample": reading.figures(uncertainty),
                                   "cross_fitted": crossed}
     print(json.dumps(figures, indent=2))
+    parts = {data_dir.name: reading.spearman_parts(uncertainty) for data_dir, reading in zip(args.data_dir, readings)}
+    print("Spearman's parts, in-sample:", json.dumps(parts, indent=2))
     if not args.dry_run:
         config["uncertainty"] = {**uncertainty.to_config(), "figures": figures}
         write_json(Path(weights_dir) / CONFIG_FILE, config)
