@@ -14,14 +14,15 @@ import pytest
 from flax import nnx
 
 from jaxkp import checkpoint
-from jaxkp.model import create_model, soft_argmax
+from jaxkp.model import NUM_KEYPOINTS, create_model, soft_argmax
 from train import data
-from train.config import CONFIGS, Config
+from train.config import CONFIGS, Config, DataSource
 from train.train import (
     TRAIN_STATE_FILE,
     Trainer,
     TrainingError,
     heatmap_loss,
+    initial_markup_offsets,
     initial_model,
     keypoint_loss,
     learning_rate_schedule,
@@ -357,3 +358,19 @@ def test_learning_rate_schedules_warm_up_then_hold_or_decay():
     assert learning_rate_schedule(TINY, 10) == TINY.learning_rate  # the reference: constant, no warmup
     cosine = learning_rate_schedule(TINY.replace(schedule="cosine", warmup_epochs=1, epochs=3), steps_per_epoch=10)
     assert [float(cosine(step)) for step in (0, 10, 20, 30)] == pytest.approx([0.0, 1e-3, 5e-4, 0.0], abs=1e-9)
+
+
+def test_a_run_continued_from_another_starts_from_its_convention_offsets(tmp_path):
+    sources = [DataSource("first"), DataSource("second")]
+    learnt = np.random.default_rng(0).normal(0, 0.05, size=(NUM_KEYPOINTS, 2)).round(5)
+    checkpoint.save_weights(create_model("reference", seed=1), checkpoint.model_config(
+        "reference", markup="first", markup_offsets={"second": learnt.tolist()}), tmp_path)
+    config = TINY.replace(init_from=str(tmp_path), datasets=tuple(sources))
+    start = initial_markup_offsets(config, sources)
+    np.testing.assert_allclose(start, learnt[None], atol=1e-6)
+    trainer = Trainer(config, make_mesh(), num_sources=2, start_offsets=start)
+    np.testing.assert_allclose(trainer.convention_offsets(), np.stack([np.zeros_like(learnt), learnt]), atol=1e-6)
+    # Other mark-ups served, or no offset for a data set: nothing to start from.
+    assert initial_markup_offsets(config, sources[::-1]) is None
+    assert initial_markup_offsets(config, [sources[0], DataSource("third")]) is None
+    assert initial_markup_offsets(TINY.replace(datasets=tuple(sources)), sources) is None

@@ -206,7 +206,10 @@ def predict_step(model_graph: nnx.GraphDef, model_state: nnx.State, images: jax.
 class Trainer:
     """Holds the model and optimizer as (graph, state) pairs and the jitted steps."""
 
-    def __init__(self, config: Config, mesh: jax.sharding.Mesh, steps_per_epoch: int = 1, num_sources: int = 1):
+    def __init__(self, config: Config, mesh: jax.sharding.Mesh, steps_per_epoch: int = 1, num_sources: int = 1,
+                 start_offsets: np.ndarray | None = None):
+        """`start_offsets` (num_sources - 1, 68, 2): the other data sets' convention offsets
+        to start from (initial_markup_offsets); zeros without."""
         self.config = config
         self.mesh = mesh
         self.data_sharding = NamedSharding(mesh, PartitionSpec("data"))
@@ -217,6 +220,8 @@ class Trainer:
         set_compute_dtype(model, config.compute_dtype)
         if num_sources > 1:
             model = WithConventions(model, num_sources)
+            if start_offsets is not None:
+                model.offsets.set_value(jnp.asarray(start_offsets, jnp.float32))
         optimizer = nnx.Optimizer(model, make_optimizer(config, steps_per_epoch), wrt=nnx.Param)
         model.eval()
         self.eval_graph = nnx.graphdef(model)
@@ -336,6 +341,23 @@ def initial_model(config: Config) -> nnx.Module:
             f"freshly initialised: {', '.join(new) or 'none'}" + (f"; not used: {', '.join(unused)}" if unused else ""))
     model.train()
     return model
+
+
+def initial_markup_offsets(config: Config, sources: list[DataSource]) -> np.ndarray | None:
+    """With `init_from`, the convention offsets its run learnt for this recipe's other data
+    sets (num_sources - 1, 68, 2), so a run continued from another starts in their
+    mark-ups, as a moving average of its weights must (else they restart at zero, and the
+    average lags behind while they are relearnt). None where it served another mark-up or
+    learnt no offset for one of them."""
+    if config.init_from is None or len(sources) < 2:
+        return None
+    from jaxkp.weights import resolve_weights
+
+    saved = checkpoint.read_config(resolve_weights(config.init_from))
+    known = saved.get("markup_offsets", {})
+    if saved.get("markup") != sources[0].name or any(source.name not in known for source in sources[1:]):
+        return None
+    return np.array([known[source.name] for source in sources[1:]], np.float32)
 
 
 def load_shared_tensors(model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> tuple[list[str], list[str]]:
@@ -511,7 +533,8 @@ def train_and_evaluate(config: Config, data_dirs: Path | str | list[Path | str],
     log(f"{len(train_set)} training / {len(val_set)} validation images, {num_devices} device(s)")
 
     steps = len(epoch_subset(train_set, sources, np.random.default_rng(0))) // config.batch_size
-    trainer = Trainer(config, make_mesh(), steps, num_sources=len(sources))
+    trainer = Trainer(config, make_mesh(), steps, num_sources=len(sources),
+                      start_offsets=initial_markup_offsets(config, sources))
     start_epoch = 0
     state_path = workdir / TRAIN_STATE_FILE
     if state_path.exists():
