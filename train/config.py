@@ -172,9 +172,10 @@ CONFIGS: dict[str, Config] = {
                                                    init_from="runs/heatmap-deep-300w"),
     # heatmap-deep-300w trained on at a constant third of its peak rate, serving the moving
     # average of its weights (about the last 1000 steps, 5 epochs) instead of annealing the
-    # rate: averaging weights along the path finds a wider, flatter minimum than annealing
-    # to its end (Izmailov et al. 2018, stochastic weight averaging), so it generalises
-    # better; the log carries the trained weights' figures beside the average's.
+    # rate: averaging weights along the path can find a wider, flatter minimum than
+    # annealing to its end (Izmailov et al. 2018, stochastic weight averaging). Measured
+    # (55 minutes of this CPU): within noise of heatmap-deep-300w, not shipped
+    # (docs/results.md).
     "heatmap-deep-300w-ema": HEATMAP_300W.replace(network="heatmap-deep", epochs=16, schedule="constant",
                                                   learning_rate=3e-4, ema_decay=0.999,
                                                   init_from="runs/heatmap-deep-300w"),
