@@ -370,7 +370,7 @@ def derive_mapping(data_dir: Path, train_config: dict[str, Any], photos: int) ->
     if not meshes:
         raise data.DataError(f"Face Mesh found none of the {len(chosen)} labelled faces in {data_dir}")
     mesh, truth = np.stack(meshes), np.stack(truths)
-    interocular = np.linalg.norm(truth[:, metrics.RIGHT_EYE_OUTER] - truth[:, metrics.LEFT_EYE_OUTER], axis=-1)
+    interocular = metrics.interocular(truth)
     # (photos, 68, 468): every labelled point's distance to every vertex, in eye-corner distances.
     distance = np.linalg.norm(truth[:, :, None] - mesh[:, None], axis=-1) / interocular[:, None, None]
     mean_distance = distance.mean(axis=0)

@@ -9,14 +9,17 @@ RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 36, 45
 FAILURE_THRESHOLDS = (0.08, 0.10)
 
 
+def interocular(truth: np.ndarray) -> np.ndarray:
+    """Each face's outer-eye-corner distance (N,), the NME's unit (never below 1e-6)."""
+    return np.maximum(np.linalg.norm(truth[:, RIGHT_EYE_OUTER] - truth[:, LEFT_EYE_OUTER], axis=-1), 1e-6)
+
+
 def nme_per_image(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Mean point-to-point distance over the inter-ocular distance, per image.
 
     predicted, truth: (N, 68, 2) in pixels. Returns (N,).
     """
-    point_errors = np.linalg.norm(predicted - truth, axis=-1).mean(axis=-1)
-    interocular = np.linalg.norm(truth[:, RIGHT_EYE_OUTER] - truth[:, LEFT_EYE_OUTER], axis=-1)
-    return point_errors / np.maximum(interocular, 1e-6)
+    return np.linalg.norm(predicted - truth, axis=-1).mean(axis=-1) / interocular(truth)
 
 
 def summarize(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -45,8 +48,7 @@ def region_summary(predicted: np.ndarray, truth: np.ndarray) -> dict[str, dict[s
     """Per face region: NME (its points' mean error over the inter-ocular distance) and
     the signed mean offset (dx, dy) of its points in the same unit, positive right and
     down. A mark-up convention shift shows as an offset near the region's NME."""
-    interocular = np.maximum(np.linalg.norm(truth[:, RIGHT_EYE_OUTER] - truth[:, LEFT_EYE_OUTER], axis=-1), 1e-6)
-    error = (predicted - truth) / interocular[:, None, None]
+    error = (predicted - truth) / interocular(truth)[:, None, None]
     summary = {}
     for name, points in REGIONS.items():
         part = error[:, list(points)]
@@ -82,6 +84,13 @@ def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive].sum() - count * (count + 1) / 2) / (count * others))
 
 
+def point_errors(uncertainty: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted (`uncertainty`, pixels) and actual point errors (N, 68), both over each
+    face's inter-ocular distance."""
+    unit = interocular(truth)[:, None]
+    return np.asarray(uncertainty, np.float64) / unit, np.linalg.norm(predicted - truth, axis=-1) / unit
+
+
 def uncertainty_summary(uncertainty: np.ndarray, predicted: np.ndarray, truth: np.ndarray,
                         worst_share: float = 0.1) -> dict[str, float]:
     """How well the predicted per-point errors (N, 68, pixels) tell actual ones: the mean
@@ -89,9 +98,7 @@ def uncertainty_summary(uncertainty: np.ndarray, predicted: np.ndarray, truth: n
     point errors, both over the inter-ocular distance; and the ROC AUC of a face's mean
     uncertainty (over its inter-ocular distance) for finding the worst `worst_share` of
     faces by NME."""
-    interocular = np.maximum(np.linalg.norm(truth[:, RIGHT_EYE_OUTER] - truth[:, LEFT_EYE_OUTER], axis=-1), 1e-6)
-    actual = np.linalg.norm(predicted - truth, axis=-1) / interocular[:, None]
-    expected = np.asarray(uncertainty, np.float64) / interocular[:, None]
+    expected, actual = point_errors(uncertainty, predicted, truth)
     nme = actual.mean(axis=1)
     worst = nme >= np.quantile(nme, 1 - worst_share)
     return {"uncertainty_ratio": float(expected.mean() / actual.mean()),
@@ -108,9 +115,7 @@ def spearman_parts(uncertainty: np.ndarray, predicted: np.ndarray, truth: np.nda
     the predicted shape of its errors over its points (a perfect ranking of faces), and
     each face's actual mean error times each point's mean actual error over all faces
     (faces ranked perfectly, points by their kind alone). All in inter-ocular units."""
-    interocular = np.maximum(np.linalg.norm(truth[:, RIGHT_EYE_OUTER] - truth[:, LEFT_EYE_OUTER], axis=-1), 1e-6)
-    actual = np.linalg.norm(predicted - truth, axis=-1) / interocular[:, None]
-    expected = np.asarray(uncertainty, np.float64) / interocular[:, None]
+    expected, actual = point_errors(uncertainty, predicted, truth)
     face_means = actual.mean(axis=1, keepdims=True)
     return {
         "pooled": spearman(expected, actual),

@@ -100,8 +100,8 @@ def test_spearman_parts_split_faces_from_points_and_bound_what_kind_alone_gives(
     knows_all = metrics.spearman_parts(face * kind * own, predicted, truth)
     knows_kinds = metrics.spearman_parts(face * kind, predicted, truth)
     exact = metrics.spearman_parts(length, predicted, truth)
-    assert all(value == pytest.approx(1.0) for value in exact.values() if value != exact[
-        "actual_face_mean_times_point_mean"])
+    assert all(value == pytest.approx(1.0) for name, value in exact.items()
+               if name != "actual_face_mean_times_point_mean")
     assert knows_all["pooled"] == pytest.approx(metrics.uncertainty_summary(
         face * kind * own, predicted, truth)["uncertainty_spearman"])
     # Knowing each point's own scale ranks a face's points better than its kind does...

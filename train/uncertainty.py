@@ -54,17 +54,16 @@ class Readings:
         # Actual point errors in normalised input units.
         self.errors = np.linalg.norm(self.predicted - self.truth, axis=-1) / self.unit_pixels[:, None]
 
-    def expected(self, model: PointUncertainty, faces: np.ndarray) -> np.ndarray:
-        """The faces' predicted point errors in pixels."""
+    def expected(self, model: PointUncertainty, faces: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The faces' (all by default) predicted point errors in pixels."""
         return model(self.spread[faces], self.peaks[faces]) * self.unit_pixels[faces, None]
 
     def figures(self, model: PointUncertainty, faces: np.ndarray | None = None) -> dict[str, float]:
-        faces = np.arange(len(self.names)) if faces is None else faces
+        faces = slice(None) if faces is None else faces
         return metrics.uncertainty_summary(self.expected(model, faces), self.predicted[faces], self.truth[faces])
 
     def spearman_parts(self, model: PointUncertainty) -> dict[str, float]:
-        every = np.arange(len(self.names))
-        return metrics.spearman_parts(self.expected(model, every), self.predicted, self.truth)
+        return metrics.spearman_parts(self.expected(model), self.predicted, self.truth)
 
 
 def fit(readings: list[Readings], faces: list[np.ndarray] | None = None) -> PointUncertainty:
